@@ -1,0 +1,1 @@
+"""machinewatch.models: anomaly models (fit, quantise, save/load, int8 inference)."""
