@@ -532,7 +532,11 @@ def _parse_plugins(c: _Checker, raw: Mapping[str, Any], section: str) -> dict[st
 
 
 def load_config_text(text: str, base: Path | None = None, source: str = "<text>") -> Config:
-    """Parse and validate TOML text; raise :class:`ConfigError` listing every problem."""
+    """Parse and validate TOML text; raise :class:`ConfigError` listing every problem.
+
+    Relative paths in the config (``state_dir``, model paths) resolve against ``base``, the
+    current directory by default, as for any command-line tool.
+    """
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -547,7 +551,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigProblem("", f"cannot read {p}: {exc}")], str(p)) from exc
-    cfg = load_config_text(text, p.parent.resolve(), str(p))
+    cfg = load_config_text(text, Path.cwd(), str(p))
     return Config(cfg.engine, cfg.assets, cfg.sources, cfg.sinks, cfg.actuators, p.resolve())
 
 

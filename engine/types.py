@@ -86,8 +86,10 @@ class AlarmEvent:
 class Summary:
     """Per-asset, per-interval aggregate that goes to the sinks.
 
-    ``fields`` maps flat field names (``vib.rms_mean``, ``score_max``, ``windows_scored`` ...)
-    to numbers; ``state`` is the alarm state at the end of the interval.
+    ``fields`` holds the asset-level numbers (``score_max``, ``threshold``, ``windows_scored``
+    ...); ``streams`` maps each stream name to its own fields (``rms_min``, ``rms_mean``,
+    ``rms_max`` ...). ``state`` is the alarm state at the end of the interval. ``t_ns`` is
+    the end of the interval (data time), which makes a replayed write overwrite, not duplicate.
     """
 
     site: str
@@ -96,3 +98,4 @@ class Summary:
     interval_s: float
     state: str
     fields: dict[str, float] = field(default_factory=dict)
+    streams: dict[str, dict[str, float]] = field(default_factory=dict)

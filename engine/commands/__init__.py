@@ -1,0 +1,1 @@
+"""One module per ``machinewatch`` subcommand (found by :mod:`machinewatch.engine.cli`)."""

@@ -1,0 +1,28 @@
+"""``machinewatch run CONFIG``: run the engine until its sources end or SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+
+from machinewatch.engine.config import load_config
+from machinewatch.engine.pipeline import Engine
+
+NAME = "run"
+HELP = "run the engine on a config"
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="TOML config file")
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    logging.getLogger().setLevel(getattr(args, "verbose", False) and logging.DEBUG or cfg.engine.log_level)
+    report = asyncio.run(Engine(cfg).run())
+    log.info("stopped after %.1f s (warm-up %.2f s): %s", report.wall_s, report.warmup_s,
+             json.dumps(report.counters, sort_keys=True))
+    return 0

@@ -1,0 +1,99 @@
+"""The extractor base class: argument checks and the one-window path, shared by every kind."""
+
+from __future__ import annotations
+
+__all__ = ["FeatureExtractor", "as_windows", "shaft_array"]
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+import numpy.typing as npt
+
+from machinewatch.engine.config import MachineConfig, StreamConfig
+
+F64 = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+def as_windows(windows: npt.ArrayLike, window_samples: int, channels: int) -> npt.NDArray[np.floating]:
+    """A C-contiguous float32/float64 view (or copy) of a batch of windows, shape checked.
+
+    float32 and float64 pass through unchanged (read-only arrays stay read-only: the kernels
+    are compiled for those too); any other dtype is converted to float64.
+    """
+    a = np.asarray(windows)
+    if a.dtype != np.float32 and a.dtype != np.float64:
+        a = a.astype(np.float64)
+    want = (window_samples,) if channels == 1 else (window_samples, channels)
+    if a.ndim != 1 + len(want) or a.shape[1:] != want:
+        raise ValueError(
+            f"windows must have shape (n, {', '.join(map(str, want))}), got {a.shape}"
+        )
+    return np.ascontiguousarray(a)
+
+
+def shaft_array(shaft_hz: npt.ArrayLike | float | None, n: int, default: float | None) -> F64:
+    """Per-window shaft speed in Hz, shape ``(n,)``; ``None`` means the machine's fixed speed.
+
+    Unknown speed is NaN (speed-dependent features then come out NaN, see each kind).
+    """
+    if shaft_hz is None:
+        return np.full(n, np.nan if default is None else float(default))
+    s = np.asarray(shaft_hz, dtype=np.float64)
+    if s.ndim == 0:
+        return np.full(n, float(s))
+    if s.shape != (n,):
+        raise ValueError(f"shaft_hz must be a scalar or have shape ({n},), got {s.shape}")
+    return np.ascontiguousarray(s)
+
+
+class FeatureExtractor(ABC):
+    """Features of one stream kind, for one stream's config.
+
+    An extractor holds only its config and constants: it is safe to share between threads.
+    """
+
+    #: the fixed, named order of the features (without the stream prefix)
+    names: tuple[str, ...]
+
+    def __init__(self, stream: StreamConfig, machine: MachineConfig) -> None:
+        self.stream = stream
+        self.machine = machine
+
+    @property
+    def n_features(self) -> int:
+        """``len(names)``."""
+        return len(self.names)
+
+    def compute(self, values: npt.ArrayLike, shaft_hz: float | None, out: F64) -> bool:
+        """Features of one window into ``out`` (``len(names)`` float64); False on NaN/inf.
+
+        ``shaft_hz=None`` uses the machine's fixed speed (NaN when it has none).
+        """
+        if out.shape != (self.n_features,):
+            raise ValueError(f"out must have shape ({self.n_features},), got {out.shape}")
+        v = np.asarray(values)
+        ok = self.compute_batch(v[np.newaxis], None if shaft_hz is None else [shaft_hz], out[np.newaxis])
+        return bool(ok[0])
+
+    def compute_batch(
+        self, windows: npt.ArrayLike, shaft_hz: npt.ArrayLike | None, out: F64
+    ) -> BoolArray:
+        """Features of ``n`` windows into ``out`` (shape ``(n, len(names))``, float64).
+
+        Returns ``ok`` (bool, shape ``(n,)``): False where a window held NaN/inf; that row of
+        ``out`` is then NaN.
+        """
+        x = as_windows(windows, self.stream.window_samples, self.stream.channels)
+        n = x.shape[0]
+        if out.shape != (n, self.n_features) or out.dtype != np.float64:
+            raise ValueError(f"out must be float64 of shape ({n}, {self.n_features}), got "
+                             f"{out.dtype} {out.shape}")
+        ok = np.ones(n, dtype=np.bool_)
+        if n:
+            self._batch(x, shaft_array(shaft_hz, n, self.machine.shaft_hz), out, ok)
+        return ok
+
+    @abstractmethod
+    def _batch(self, x: npt.NDArray[np.floating], shaft_hz: F64, out: F64, ok: BoolArray) -> None:
+        """Fill ``out`` and ``ok`` for a checked, non-empty batch."""

@@ -1,0 +1,202 @@
+"""The hot path, synchronous and free of I/O: chunks in, scores, alarm events and summaries out.
+
+The pipeline (:mod:`machinewatch.engine.pipeline`) is the only caller: it feeds chunks with
+:meth:`HotPath.ingest`, runs :meth:`HotPath.features` (numba, ``nogil``) in a worker thread on a
+batch of windows, then hands the results back to :meth:`HotPath.apply` on the event loop.
+"""
+
+from __future__ import annotations
+
+__all__ = ["HotPath", "Outputs", "WindowResult"]
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from machinewatch.engine import features as feats
+from machinewatch.engine.alarm import AlarmMachine
+from machinewatch.engine.buffers import StreamBuffer
+from machinewatch.engine.config import Config
+from machinewatch.engine.quality import quality_flag
+from machinewatch.engine.registry import registry
+from machinewatch.engine.scoring import AssetScorer, LearnedModel
+from machinewatch.engine.summary import AssetSummariser
+from machinewatch.engine.types import AlarmEvent, Chunk, FeatureFrame, Score, Summary, Window
+from machinewatch.models.base import AnomalyModel
+
+
+@dataclass(slots=True)
+class WindowResult:
+    """Features (or the data-quality flag) of one window."""
+
+    window: Window
+    features: np.ndarray | None
+    flag: str | None
+
+
+@dataclass(slots=True)
+class Outputs:
+    """What one :meth:`HotPath.apply` produced."""
+
+    scores: list[Score] = field(default_factory=list)
+    events: list[AlarmEvent] = field(default_factory=list)
+    summaries: list[Summary] = field(default_factory=list)
+    learned: list[str] = field(default_factory=list)
+
+
+def model_factory(kind: str, options: dict[str, object]) -> Callable[[], AnomalyModel]:
+    """A zero-argument factory for the registered model ``kind``."""
+    cls = registry.get("models", kind)
+
+    def make() -> AnomalyModel:
+        m: AnomalyModel = cls(**options)
+        return m
+
+    return make
+
+
+class HotPath:
+    """Buffers, kernels, scorers, alarm machines and summarisers of every configured asset."""
+
+    def __init__(self, config: Config, learned: dict[str, LearnedModel] | None = None) -> None:
+        self.config = config
+        self.counters: Counter[str] = Counter()
+        self.buffers: dict[str, StreamBuffer] = {}
+        self.extractors: dict[str, feats.FeatureExtractor] = {}
+        self.scorers: dict[str, AssetScorer] = {}
+        self.alarms: dict[str, AlarmMachine] = {}
+        self.summarisers: dict[str, AssetSummariser] = {}
+        self.speed_hz: dict[str, float] = {}
+        learned = learned or {}
+        for a in config.assets.values():
+            names: dict[str, tuple[str, ...]] = {}
+            for s in a.streams.values():
+                sid = a.stream_id(s.name)
+                self.buffers[sid] = StreamBuffer(
+                    sid, s.rate_hz, s.window_samples, s.hop_samples, s.channels, s.gap_tolerance_samples
+                )
+                ex = feats.make_extractor(s, a.machine)
+                self.extractors[sid] = ex
+                names[s.name] = tuple(ex.names)
+            factory = model_factory(a.model.kind, dict(a.model.options))
+            self.scorers[a.name] = AssetScorer(a, names, factory, learned.get(a.name))
+            self.alarms[a.name] = AlarmMachine(a.alarm, "NORMAL" if a.name in learned else "LEARNING")
+            self.summarisers[a.name] = AssetSummariser(a.site, a.name, names, config.engine.summary_interval_s)
+            self.speed_hz[a.name] = a.machine.shaft_hz or float("nan")
+
+    def warmup(self) -> None:
+        """Compile every kernel the configured streams need before the first sample."""
+        for a in self.config.assets.values():
+            for s in a.streams.values():
+                feats.warmup(s, a.machine)
+
+    def ingest(self, chunk: Chunk) -> list[Window]:
+        """Buffer one chunk; return the windows it completes."""
+        buf = self.buffers.get(chunk.stream_id)
+        if buf is None:
+            self.counters["rejected_unknown_stream"] += 1
+            return []
+        return buf.push(chunk)
+
+    def features(self, windows: list[Window]) -> list[WindowResult]:
+        """Quality check and features of a batch of windows (thread-safe: reads config only).
+
+        Windows of the same stream go through one batched kernel call.
+        """
+        out: list[WindowResult] = []
+        by_stream: dict[str, list[WindowResult]] = {}
+        for w in windows:
+            asset, stream = self.config.stream(w.stream_id)
+            r = WindowResult(w, None, quality_flag(w.values, stream))
+            out.append(r)
+            if r.flag is None:
+                by_stream.setdefault(w.stream_id, []).append(r)
+        for sid, rs in by_stream.items():
+            ex = self.extractors[sid]
+            asset_name = sid.partition("/")[0]
+            stack = np.stack([r.window.values for r in rs])
+            speed = np.full(len(rs), self.speed_hz[asset_name])
+            res = np.empty((len(rs), len(ex.names)))
+            ok = ex.compute_batch(stack, speed, res)
+            for i, r in enumerate(rs):
+                if ok[i]:
+                    r.features = res[i]
+                else:
+                    r.flag = "nan"
+        return out
+
+    def apply(self, results: list[WindowResult]) -> Outputs:
+        """Stack features per asset, learn or score, decide alarms, summarise."""
+        out = Outputs()
+        for r in results:
+            asset_name, _, stream = r.window.stream_id.partition("/")
+            a = self.config.assets[asset_name]
+            scorer = self.scorers[asset_name]
+            alarm = self.alarms[asset_name]
+            summ = self.summarisers[asset_name]
+            t = r.window.t_end_ns
+            if r.features is None:
+                scorer.invalidate(stream)
+                self.counters[f"windows_dq_{r.flag}"] += 1
+                s = summ.add_quality(stream, t, r.flag or "nan", alarm.state)
+                if s:
+                    out.summaries.append(s)
+                continue
+            if a.streams[stream].kind == "speed" and np.isfinite(r.features[0]):
+                self.speed_hz[asset_name] = float(r.features[0])
+            s = summ.add_frame(stream, t, r.features, alarm.state)
+            if s:
+                out.summaries.append(s)
+            due = scorer.update(_frame(r, t), stream)
+            if due is None:
+                continue
+            vector, t_ns = due
+            if scorer.learning:
+                summ.count("windows_learned")
+                if scorer.learn(vector):
+                    d = alarm.start_monitoring()
+                    out.learned.append(asset_name)
+                    out.events.append(_event(a.site, asset_name, t_ns, d.from_state, d.to_state, d.reason))
+                continue
+            sc = scorer.score(vector, t_ns)
+            self.counters["windows_scored"] += 1
+            out.scores.append(sc)
+            summ.add_score(sc.score, sc.threshold)
+            dec = alarm.update(sc.score, sc.threshold)
+            if dec is not None:
+                top = scorer.top_features(sc.contributions)
+                out.events.append(
+                    _event(a.site, asset_name, t_ns, dec.from_state, dec.to_state,
+                           f"{dec.reason}; top: {', '.join(top)}", sc.score, sc.threshold, top)
+                )
+        return out
+
+    def flush(self) -> list[Summary]:
+        """Summaries of every open interval (at stop)."""
+        out = []
+        for name, summ in self.summarisers.items():
+            s = summ.flush(self.alarms[name].state)
+            if s:
+                out.append(s)
+        return out
+
+    def buffer_counters(self) -> dict[str, int]:
+        """Buffer counters summed over streams."""
+        total: Counter[str] = Counter()
+        for b in self.buffers.values():
+            for k in b.counters.__slots__:  # type: ignore[attr-defined]
+                total[k] += getattr(b.counters, k)
+        return dict(total)
+
+
+def _frame(r: WindowResult, t_ns: int) -> FeatureFrame:
+    assert r.features is not None
+    return FeatureFrame(r.window.stream_id, t_ns, r.features)
+
+
+def _event(
+    site: str, asset: str, t_ns: int, frm: str, to: str, reason: str,
+    score: float = float("nan"), threshold: float = float("nan"), top: tuple[str, ...] = (),
+) -> AlarmEvent:
+    return AlarmEvent(site, asset, t_ns, frm, to, reason, "machine", "", score, threshold, top)

@@ -1,0 +1,270 @@
+"""The async shell: sources -> hot path -> sinks and actuators, under one TaskGroup.
+
+Every queue is bounded. Chunks wait for room (sources are paced or backed by the broker's
+buffers), windows the hot path cannot keep up with are shed oldest-first and counted, and
+records for a sink that cannot keep up are dropped oldest-first and counted.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Engine", "EngineReport"]
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from machinewatch.connectors.base import Actuator, Rejected, Sink, Source
+from machinewatch.engine.config import Config, PluginConfig
+from machinewatch.engine.errors import ConnectorError
+from machinewatch.engine.hotpath import HotPath, Outputs
+from machinewatch.engine.logutil import RateLimitedLog
+from machinewatch.engine.registry import registry
+from machinewatch.engine.scoring import LearnedModel
+from machinewatch.engine.types import AlarmEvent, Chunk, Summary, Window
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+#: at most this many windows go to the worker thread in one call
+_BATCH_WINDOWS = 256
+_SINK_BATCH = 500
+
+
+@dataclass(slots=True)
+class EngineReport:
+    """What a run did (counters) and how it ended."""
+
+    counters: dict[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+    warmup_s: float = 0.0
+
+
+def _make(group: str, p: PluginConfig, config: Config) -> Any:
+    return registry.get(group, p.kind)(p.name, p.options, config)
+
+
+class Engine:
+    """Runs a config until its sources end or :meth:`stop` is called (SIGINT/SIGTERM).
+
+    ``on_outputs`` is called on the loop after every hot-path batch (the demo's live view).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        on_outputs: Callable[[Outputs], None] | None = None,
+        learned: dict[str, LearnedModel] | None = None,
+        install_signals: bool = True,
+    ) -> None:
+        self.config = config
+        self.hot = HotPath(config, learned)
+        self.on_outputs = on_outputs
+        self.install_signals = install_signals
+        self.counters: Counter[str] = Counter()
+        self._rl = RateLimitedLog(log)
+        self._stop = asyncio.Event()
+        self._chunks: asyncio.Queue[Chunk | object] = asyncio.Queue(config.engine.queue_chunks)
+        self._windows: deque[Window] = deque()
+        self._sink_q: dict[str, deque[Summary | AlarmEvent]] = {}
+        self._sink_wake: dict[str, asyncio.Event] = {}
+        self._act_q: asyncio.Queue[tuple[str, bool, AlarmEvent | None] | object] = asyncio.Queue(1024)
+        self.last_chunk_wall: dict[str, float] = {}
+        self._closing = False
+
+    def stop(self) -> None:
+        """Ask the engine to stop: sources stop, the hot path drains, sinks flush."""
+        self._stop.set()
+
+    async def run(self) -> EngineReport:
+        """Warm up, run every task, and return the counters once everything has stopped."""
+        t0 = time.perf_counter()
+        await asyncio.to_thread(self.hot.warmup)
+        report = EngineReport(warmup_s=time.perf_counter() - t0)
+        loop = asyncio.get_running_loop()
+        if self.install_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, self.stop)
+        cfg = self.config
+        sources: list[Source] = [_make("sources", p, cfg) for p in cfg.sources.values()]
+        sinks: list[Sink] = [_make("sinks", p, cfg) for p in cfg.sinks.values()]
+        actuators: dict[str, Actuator] = {n: _make("actuators", p, cfg) for n, p in cfg.actuators.items()}
+        async with contextlib.AsyncExitStack() as stack:
+            for c in [*sinks, *actuators.values()]:
+                await stack.enter_async_context(c)
+            async with asyncio.TaskGroup() as tg:
+                for snk in sinks:
+                    self._sink_q[snk.name] = deque()
+                    self._sink_wake[snk.name] = asyncio.Event()
+                    tg.create_task(self._sink_task(snk), name=f"sink.{snk.config.sinks[snk.name].kind}[{snk.name}]")
+                tg.create_task(self._actuator_task(actuators), name="actuators")
+                tg.create_task(self._hot_task(), name="hotpath")
+                tg.create_task(self._sources_task(sources, stack), name="sources")
+        report.counters = dict(self.counters) | {f"buffer_{k}": v for k, v in self.hot.buffer_counters().items()}
+        report.counters |= dict(self.hot.counters)
+        report.wall_s = time.perf_counter() - t0
+        return report
+
+    async def _sources_task(self, sources: list[Source], stack: contextlib.AsyncExitStack) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = []
+                for src in sources:
+                    await stack.enter_async_context(src)
+                    kind = self.config.sources[src.name].kind
+                    tasks.append(tg.create_task(self._source_task(src), name=f"source.{kind}[{src.name}]"))
+                stopper = tg.create_task(self._stop.wait(), name="stop-watch")
+                await asyncio.wait(tasks)
+                if not stopper.done():
+                    stopper.cancel()
+        finally:
+            await self._chunks.put(_STOP)
+
+    async def _source_task(self, src: Source) -> None:
+        stop = asyncio.create_task(self._stop.wait())
+        it = aiter(src.chunks())
+        try:
+            while not self._stop.is_set():
+                nxt = asyncio.ensure_future(anext(it))
+                done, _ = await asyncio.wait({nxt, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if nxt not in done:
+                    nxt.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await nxt
+                    break
+                try:
+                    item = nxt.result()
+                except StopAsyncIteration:
+                    break
+                if isinstance(item, Rejected):
+                    self.counters[f"rejected_{item.reason}"] += 1
+                    self._rl.warning(f"{item.where}:{item.reason}", "rejected input from %s: %s %s",
+                                     item.where, item.reason, item.detail)
+                    continue
+                self.counters["chunks_in"] += 1
+                self.last_chunk_wall[item.stream_id] = time.monotonic()
+                await self._chunks.put(item)
+        finally:
+            stop.cancel()
+            aclose = getattr(it, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(aclose(), 5.0)
+
+    def _take_windows(self, chunk: Chunk) -> None:
+        cap = self.config.engine.queue_windows
+        for w in self.hot.ingest(chunk):
+            if len(self._windows) >= cap:
+                self._windows.popleft()
+                self.counters["windows_shed"] += 1
+                self._rl.warning("shed", "hot path behind: shedding oldest windows")
+            self._windows.append(w)
+
+    def _ingest(self, item: Chunk | object) -> bool:
+        """Buffer one queued chunk; True when it was the end-of-sources marker."""
+        if item is _STOP:
+            return True
+        assert isinstance(item, Chunk)
+        self._take_windows(item)
+        return False
+
+    async def _hot_task(self) -> None:
+        done = False
+        while True:
+            if not done and not self._windows:
+                done = self._ingest(await self._chunks.get())  # block only when idle
+            while not done and not self._chunks.empty() and len(self._windows) < _BATCH_WINDOWS:
+                done = self._ingest(self._chunks.get_nowait())
+            if not self._windows:
+                if done:
+                    break
+                continue
+            batch = [self._windows.popleft() for _ in range(min(_BATCH_WINDOWS, len(self._windows)))]
+            results = await asyncio.to_thread(self.hot.features, batch)
+            self._dispatch(self.hot.apply(results))
+        self._dispatch(Outputs(summaries=self.hot.flush()))
+        self._closing = True
+        for name in self._sink_q:
+            self._sink_wake[name].set()
+        await self._act_q.put(_STOP)
+
+    def _dispatch(self, out: Outputs) -> None:
+        for e in out.events:
+            log.info("%s %s: %s -> %s (%s)", e.kind, e.asset, e.from_state, e.to_state, e.reason)
+            if e.kind != "machine" or e.to_state not in ("ALARM", "NORMAL"):
+                continue
+            for act in self.config.assets[e.asset].alarm.actuators:
+                try:
+                    self._act_q.put_nowait((act, e.to_state == "ALARM", e))
+                except asyncio.QueueFull:
+                    self.counters["actuator_commands_dropped"] += 1
+        records: list[Summary | AlarmEvent] = [*out.summaries, *out.events]
+        if records:
+            for name, q in self._sink_q.items():
+                for r in records:
+                    if len(q) >= self.config.engine.queue_windows * 4:
+                        q.popleft()
+                        self.counters["sink_dropped_overflow"] += 1
+                    q.append(r)
+                self._sink_wake[name].set()
+        self.counters["summaries"] += len(out.summaries)
+        self.counters["alarm_events"] += len(out.events)
+        if self.on_outputs is not None:
+            self.on_outputs(out)
+
+    async def _sink_task(self, sink: Sink) -> None:
+        q = self._sink_q[sink.name]
+        wake = self._sink_wake[sink.name]
+        backoff = 0.5
+        while True:
+            await wake.wait()
+            wake.clear()
+            while q:
+                batch = [q[i] for i in range(min(_SINK_BATCH, len(q)))]
+                summaries = [r for r in batch if isinstance(r, Summary)]
+                events = [r for r in batch if isinstance(r, AlarmEvent)]
+                try:
+                    await sink.write(summaries, events)
+                except ConnectorError as exc:
+                    self.counters["sink_write_errors"] += 1
+                    self._rl.warning(f"sink:{sink.name}", "sink %s: %s (retrying)", sink.name, exc)
+                    if self._closing and backoff > 8:
+                        self.counters["sink_lost_at_stop"] += len(q)
+                        return
+                    await asyncio.sleep(backoff * (0.5 + random.random()))
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                backoff = 0.5
+                for _ in batch:
+                    q.popleft()
+                self.counters[f"sink_written_{sink.name}"] += len(batch)
+            if self._closing:
+                return
+
+    async def _actuator_task(self, actuators: dict[str, Actuator]) -> None:
+        try:
+            while True:
+                item = await self._act_q.get()
+                if item is _STOP:
+                    break
+                name, on, event = item  # type: ignore[misc]
+                try:
+                    await actuators[name].set(event.asset if event else "", on, event)
+                    self.counters["actuations"] += 1
+                except ConnectorError as exc:
+                    self.counters["actuator_errors"] += 1
+                    self._rl.warning(f"act:{name}", "actuator %s: %s", name, exc)
+        finally:
+            for name, act in actuators.items():
+                try:
+                    await asyncio.wait_for(act.safe_state(), 5.0)
+                except (ConnectorError, TimeoutError) as exc:
+                    log.error("actuator %s: safe state failed: %s", name, exc)

@@ -1,0 +1,85 @@
+"""The anomaly-model contract, written once.
+
+Scores run one way everywhere: **higher means more anomalous**. A model is fitted on healthy
+feature vectors (``fit`` returns self; learned attributes end in ``_``); scoring before fitting
+raises :class:`~machinewatch.engine.errors.NotFittedError`. ``contributions`` splits a score
+over the features so an alarm can say which sensor and feature drove it. Thresholding is
+separate from scoring (:mod:`machinewatch.models.threshold`).
+"""
+
+from __future__ import annotations
+
+__all__ = ["AnomalyModel", "as_matrix"]
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import numpy.typing as npt
+from machinewatch.engine.errors import ModelError, NotFittedError
+
+F64 = npt.NDArray[np.float64]
+
+
+def as_matrix(x: npt.ArrayLike, n_features: int | None = None) -> F64:
+    """``x`` as a C-contiguous float64 matrix ``(n, f)``; a 1-D row becomes ``(1, f)``."""
+    a = np.ascontiguousarray(x, dtype=np.float64)
+    if a.ndim == 1:
+        a = a.reshape(1, -1)
+    if a.ndim != 2:
+        raise ModelError(f"feature matrix must be 2-D, got shape {a.shape}")
+    if n_features is not None and a.shape[1] != n_features:
+        raise ModelError(f"expected {n_features} features, got {a.shape[1]}")
+    return a
+
+
+class AnomalyModel(ABC):
+    """Base of every anomaly model (float and int8)."""
+
+    kind: ClassVar[str] = ""
+    feature_names_: tuple[str, ...]
+
+    def __init__(self, **params: Any) -> None:
+        self.params = dict(params)
+
+    @property
+    def is_fitted(self) -> bool:
+        """True once :meth:`fit` has run (or the model was loaded)."""
+        return hasattr(self, "feature_names_")
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() on healthy data first")
+
+    def fit(self, x: npt.ArrayLike, feature_names: tuple[str, ...] | None = None) -> Self:
+        """Learn the healthy baseline from rows of ``x``; return self."""
+        a = as_matrix(x)
+        if a.shape[0] < 2:
+            raise ModelError(f"need at least 2 healthy rows to fit, got {a.shape[0]}")
+        if not np.isfinite(a).all():
+            raise ModelError("healthy training rows contain NaN or inf")
+        names = feature_names or tuple(f"f{i}" for i in range(a.shape[1]))
+        if len(names) != a.shape[1]:
+            raise ModelError(f"{len(names)} feature names for {a.shape[1]} features")
+        self._fit(a)
+        self.feature_names_ = tuple(names)
+        return self
+
+    def score(self, x: npt.ArrayLike) -> F64:
+        """Anomaly score of each row (higher = more anomalous)."""
+        self._check_fitted()
+        return self._score(as_matrix(x, len(self.feature_names_)))
+
+    def contributions(self, x: npt.ArrayLike) -> F64:
+        """Per-feature share of each row's score, shape ``(n, f)`` (non-negative)."""
+        self._check_fitted()
+        return self._contributions(as_matrix(x, len(self.feature_names_)))
+
+    @abstractmethod
+    def _fit(self, x: F64) -> None: ...
+
+    @abstractmethod
+    def _score(self, x: F64) -> F64: ...
+
+    @abstractmethod
+    def _contributions(self, x: F64) -> F64: ...
