@@ -1,0 +1,424 @@
+"""The durable store-and-forward spool between the summariser and the sinks.
+
+One SQLite file (WAL journal, ``synchronous=FULL``: every commit is fsync'ed) holds the records
+in arrival order, and one cursor per sink: the id of the last record that sink acknowledged.
+
+- :meth:`Spool.put` commits a batch before it returns: a summary is durable before any sink
+  sees it.
+- :meth:`Spool.peek` gives a sink the records after its cursor; :meth:`Spool.ack` moves the
+  cursor once the database acknowledged the write. A record leaves the file only when every sink
+  acknowledged it. A crash between a write and its ack re-sends that batch on restart; explicit
+  timestamps make the re-sent points overwrite themselves, so nothing is lost or doubled.
+- Bounded in bytes (``max_bytes``, the sum of the encoded records plus a fixed per-row
+  overhead): when a put would exceed it, the *oldest* records are dropped and counted
+  (``dropped_overflow``, persisted in the file so it survives restarts). Monitoring never waits
+  for the database.
+- At open, a file that is not a database, or fails SQLite's ``quick_check``, is moved aside to
+  ``<name>.corrupt-<unix time>`` and a fresh spool is created; every record that can still be
+  read from the bad file (and decodes) is copied over, in order.
+- Sinks that are no longer configured lose their cursor at open; a new sink starts at the
+  oldest record still in the file.
+
+The methods are synchronous and thread-safe (one connection behind a lock); a commit costs one
+fsync, so callers on the event loop batch their records.
+
+>>> import tempfile, pathlib
+>>> from machinewatch.engine.types import Summary
+>>> d = pathlib.Path(tempfile.mkdtemp())
+>>> sp = Spool(d / "spool.db", ["influx"], max_bytes=1 << 20)
+>>> sp.put([Summary("s", "pump1", 10, 10.0, "NORMAL", {"score_max": 1.0})])
+1
+>>> [(i, r.asset) for i, r in sp.peek("influx", 10)]
+[(1, 'pump1')]
+>>> sp.ack("influx", 1); sp.stats().records
+0
+>>> sp.close()
+"""
+
+from __future__ import annotations
+
+__all__ = ["DEFAULT_MAX_BYTES", "Record", "Spool", "SpoolStats", "decode_record", "encode_record"]
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TypeAlias
+
+from machinewatch.engine.errors import SpoolError
+from machinewatch.engine.health import HealthSample
+from machinewatch.engine.types import AlarmEvent, Summary
+
+log = logging.getLogger(__name__)
+
+Record: TypeAlias = Summary | AlarmEvent | HealthSample
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+#: bytes counted per row on top of its body (row header, index entry, id): keeps the bound honest
+#: for many tiny records
+ROW_OVERHEAD = 48
+_KINDS: dict[str, type[Any]] = {"s": Summary, "a": AlarmEvent, "h": HealthSample}
+#: a stored row: id, wall time (ns), kind, body
+_Row = tuple[int, int, str, bytes]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, wall_ns INTEGER NOT NULL, kind TEXT NOT NULL, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, acked INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+def encode_record(r: Record) -> tuple[str, bytes]:
+    """``(kind, body)`` of a record: a one-letter kind and compact JSON (NaN allowed)."""
+    if isinstance(r, Summary):
+        kind = "s"
+    elif isinstance(r, AlarmEvent):
+        kind = "a"
+    elif isinstance(r, HealthSample):
+        kind = "h"
+    else:
+        raise TypeError(f"cannot spool a {type(r).__name__}")
+    return kind, json.dumps(asdict(r), separators=(",", ":")).encode()
+
+
+def decode_record(kind: str, body: bytes) -> Record:
+    """The record back from :func:`encode_record`'s output; ``ValueError`` when it is damaged."""
+    cls = _KINDS.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown record kind {kind!r}")
+    d = json.loads(body)
+    if not isinstance(d, dict):
+        raise ValueError("record body is not an object")
+    if cls is AlarmEvent:
+        d["top_features"] = tuple(d.get("top_features", ()))
+    try:
+        rec: Record = cls(**d)
+    except TypeError as exc:
+        raise ValueError(f"record does not match {cls.__name__}: {exc}") from exc
+    return rec
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolStats:
+    """A snapshot of the spool for health metrics."""
+
+    records: int
+    bytes: int
+    max_bytes: int
+    oldest_age_s: float
+    dropped_overflow: int
+    pending: dict[str, int]
+    lag_s: dict[str, float]
+    quarantined: int
+
+
+class Spool:
+    """A durable, bounded, multi-consumer queue of records in one SQLite file.
+
+    Parameters
+    ----------
+    path
+        The spool file (created with its folder).
+    sinks
+        Names of the consumers; each has its own cursor.
+    max_bytes
+        Bound on the stored records (see the module docstring); oldest dropped beyond it.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], sinks: Sequence[str], max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
+        if max_bytes <= 0:
+            raise SpoolError(f"spool max_bytes must be > 0, got {max_bytes}")
+        self.path = Path(path)
+        self.sinks = list(sinks)
+        self.max_bytes = int(max_bytes)
+        self.quarantined = 0
+        self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        salvaged: list[_Row] = []
+        cursors: dict[str, int] = {}
+        bad = self._check_file()
+        if bad:
+            salvaged, cursors = self._quarantine(bad)
+        try:
+            self._db = self._connect()
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot open spool {self.path}: {exc}") from exc
+        if salvaged or cursors:
+            self._restore(salvaged, cursors)
+        self._init_cursors()
+        self._bytes, self._records = self._measure()
+        self._dropped = self._meta("dropped_overflow")
+
+    # -- opening, checking, quarantine --------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(_SCHEMA)
+        return db
+
+    def _check_file(self) -> str:
+        """Why the existing file cannot be used, or ``""`` (also for no file)."""
+        if not self.path.exists():
+            return ""
+        try:
+            db = sqlite3.connect(str(self.path), timeout=30.0)
+            try:
+                res = db.execute("PRAGMA quick_check").fetchall()
+                db.execute("SELECT id, wall_ns, kind, body FROM records LIMIT 1").fetchall()
+                db.execute("SELECT sink, acked FROM cursors").fetchall()
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            return str(exc)
+        if res != [("ok",)]:
+            return "; ".join(str(r[0]) for r in res[:5])
+        return ""
+
+    def _quarantine(self, why: str) -> tuple[list[_Row], dict[str, int]]:
+        dest = self.path.with_name(f"{self.path.name}.corrupt-{time.time_ns() // 1_000_000}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                os.replace(src, Path(str(dest) + suffix))
+        rows, cursors = _salvage(dest)
+        self.quarantined = 1
+        log.error(
+            "spool %s is damaged (%s): moved to %s; %d record(s) salvaged, the engine goes on",
+            self.path, why, dest, len(rows),
+        )
+        return rows, cursors
+
+    def _restore(self, rows: list[_Row], cursors: dict[str, int]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            # salvaged rows keep their ids: the cursors refer to them
+            self._db.executemany("INSERT INTO records (id, wall_ns, kind, body) VALUES (?, ?, ?, ?)", rows)
+            self._db.executemany("INSERT OR REPLACE INTO cursors VALUES (?, ?)", cursors.items())
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('quarantined', "
+                             "COALESCE((SELECT value FROM meta WHERE key='quarantined'), 0) + 1)")
+            self._db.execute("COMMIT")
+
+    def _init_cursors(self) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            known = dict(self._db.execute("SELECT sink, acked FROM cursors").fetchall())
+            for gone in set(known) - set(self.sinks):
+                self._db.execute("DELETE FROM cursors WHERE sink = ?", (gone,))
+            for new in set(self.sinks) - set(known):
+                self._db.execute("INSERT INTO cursors VALUES (?, 0)", (new,))
+            self._gc()
+            self._db.execute("COMMIT")
+
+    def _measure(self) -> tuple[int, int]:
+        n, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM records").fetchone()
+        return int(size) + ROW_OVERHEAD * int(n), int(n)
+
+    def _meta(self, key: str) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
+    # -- the queue -----------------------------------------------------------------------------
+
+    def put(self, records: Iterable[Record]) -> int:
+        """Store records durably (one fsync'ed commit); return how many were stored.
+
+        When the bound is exceeded the oldest records are dropped (counted) to make room; a
+        batch larger than the whole bound keeps only its newest records.
+        """
+        enc = [encode_record(r) for r in records]
+        if not enc:
+            return 0
+        now = time.time_ns()
+        size = sum(len(b) + ROW_OVERHEAD for _, b in enc)
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("INSERT INTO records (wall_ns, kind, body) VALUES (?, ?, ?)",
+                                     [(now, k, b) for k, b in enc])
+                self._bytes += size
+                self._records += len(enc)
+                if self._bytes > self.max_bytes:
+                    self._drop_oldest()
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                self._bytes, self._records = self._measure()
+                raise SpoolError(f"spool {self.path}: cannot store {len(enc)} record(s): {exc}") from exc
+        return len(enc)
+
+    def _drop_oldest(self) -> None:
+        """Delete oldest rows until the bound holds (inside the caller's transaction)."""
+        excess = self._bytes - self.max_bytes
+        rows = self._db.execute(
+            "SELECT id, LENGTH(body) FROM records ORDER BY id"
+        )
+        last_id, freed, n = 0, 0, 0
+        for rid, ln in rows:
+            if freed >= excess:
+                break
+            last_id, freed, n = rid, freed + ln + ROW_OVERHEAD, n + 1
+        rows.close()
+        if n:
+            self._db.execute("DELETE FROM records WHERE id <= ?", (last_id,))
+            self._dropped += n
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('dropped_overflow', ?)", (self._dropped,))
+            self._bytes -= freed
+            self._records -= n
+            log.warning("spool %s full (%d bytes): dropped the %d oldest record(s)",
+                        self.path, self.max_bytes, n)
+
+    def peek(self, sink: str, limit: int) -> list[tuple[int, Record]]:
+        """Up to ``limit`` records ``sink`` has not acknowledged, oldest first, with their ids.
+
+        A record that no longer decodes is skipped (logged); the next ack passes over it.
+        """
+        with self._lock:
+            acked = self._cursor(sink)
+            rows = self._db.execute(
+                "SELECT id, kind, body FROM records WHERE id > ? ORDER BY id LIMIT ?", (acked, limit)
+            ).fetchall()
+        out: list[tuple[int, Record]] = []
+        for rid, kind, body in rows:
+            try:
+                out.append((rid, decode_record(kind, body)))
+            except ValueError as exc:
+                log.error("spool %s: record %d unreadable, skipped: %s", self.path, rid, exc)
+        if rows and not out:
+            self.ack(sink, rows[-1][0])  # a whole batch of damaged records: step over it
+        return out
+
+    def ack(self, sink: str, up_to_id: int) -> None:
+        """``sink`` acknowledged every record up to ``up_to_id``; free what everyone has."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("UPDATE cursors SET acked = MAX(acked, ?) WHERE sink = ?", (up_to_id, sink))
+                self._gc()
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise SpoolError(f"spool {self.path}: cannot acknowledge for {sink}: {exc}") from exc
+
+    def _gc(self) -> None:
+        row = self._db.execute("SELECT MIN(acked) FROM cursors").fetchone()
+        low = row[0] if row and row[0] is not None else None
+        if low is None:  # no sinks: keep nothing
+            low = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM records").fetchone()[0]
+        n, size = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM records WHERE id <= ?", (low,)
+        ).fetchone()
+        if n:
+            self._db.execute("DELETE FROM records WHERE id <= ?", (low,))
+            if hasattr(self, "_bytes"):
+                self._bytes -= int(size) + ROW_OVERHEAD * int(n)
+                self._records -= int(n)
+
+    def _cursor(self, sink: str) -> int:
+        row = self._db.execute("SELECT acked FROM cursors WHERE sink = ?", (sink,)).fetchone()
+        if row is None:
+            raise SpoolError(f"spool {self.path}: unknown sink {sink!r}")
+        return int(row[0])
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+    def pending(self, sink: str) -> int:
+        """How many records ``sink`` has yet to write."""
+        with self._lock:
+            return int(self._db.execute(
+                "SELECT COUNT(*) FROM records WHERE id > ?", (self._cursor(sink),)
+            ).fetchone()[0])
+
+    def stats(self) -> SpoolStats:
+        """Records, bytes, oldest age, drops, and per-sink backlog and lag."""
+        now = time.time_ns()
+        with self._lock:
+            oldest = self._db.execute("SELECT MIN(wall_ns) FROM records").fetchone()[0]
+            pending: dict[str, int] = {}
+            lag: dict[str, float] = {}
+            for sink, acked in self._db.execute("SELECT sink, acked FROM cursors").fetchall():
+                n, first = self._db.execute(
+                    "SELECT COUNT(*), MIN(wall_ns) FROM records WHERE id > ?", (acked,)
+                ).fetchone()
+                pending[sink] = int(n)
+                lag[sink] = 0.0 if first is None else max(0.0, (now - first) / 1e9)
+            return SpoolStats(
+                records=self._records,
+                bytes=self._bytes,
+                max_bytes=self.max_bytes,
+                oldest_age_s=0.0 if oldest is None else max(0.0, (now - oldest) / 1e9),
+                dropped_overflow=self._dropped,
+                pending=pending,
+                lag_s=lag,
+                quarantined=self.quarantined,
+            )
+
+    def close(self) -> None:
+        """Checkpoint the WAL and close the file."""
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass
+            self._db.close()
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _salvage(path: Path) -> tuple[list[_Row], dict[str, int]]:
+    """Every readable, decodable record of a damaged spool (by id) and its cursors.
+
+    Rows are read one at a time by id, so a damaged page costs the rows on it and no more.
+    """
+    rows: list[_Row] = []
+    cursors: dict[str, int] = {}
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    except sqlite3.Error:
+        return [], {}
+    try:
+        try:
+            cursors = {str(s): int(a) for s, a in db.execute("SELECT sink, acked FROM cursors")}
+        except (sqlite3.Error, ValueError, TypeError):
+            cursors = {}
+        try:
+            hi = db.execute("SELECT MAX(id) FROM records").fetchone()[0] or 0
+        except sqlite3.Error:
+            hi = 0
+        rid, misses = 0, 0
+        while rid < hi and misses < 10_000:
+            try:
+                row = db.execute(
+                    "SELECT id, wall_ns, kind, body FROM records WHERE id > ? ORDER BY id LIMIT 1", (rid,)
+                ).fetchone()
+            except sqlite3.Error:
+                rid += 1
+                misses += 1
+                continue
+            if row is None:
+                break
+            rid = int(row[0])
+            try:
+                decode_record(str(row[2]), bytes(row[3]))
+            except (ValueError, TypeError):
+                continue
+            rows.append((rid, int(row[1]), str(row[2]), bytes(row[3])))
+    finally:
+        db.close()
+    return rows, cursors
