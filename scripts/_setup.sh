@@ -90,7 +90,7 @@ mw_create_venv() {
     local python
     python="$(mw_find_python)" || mw_die "Python 3.11 or newer is required (set PYTHON=...)"
     mw_say "creating $MW_VENV with $python"
-    if ! "$python" -m venv "$MW_VENV" 2>/dev/null; then
+    if ! "$python" -m venv --clear "$MW_VENV" 2>/dev/null; then
         # Debian ships venv/ensurepip separately (python3-venv, python3.X-venv).
         local minor
         minor="$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
@@ -106,7 +106,8 @@ mw_install_hash() {
 }
 
 mw_setup_python() {
-    if [ ! -x "$MW_PY" ]; then
+    # A venv whose interpreter is gone (moved repo, removed Python) is rebuilt from scratch.
+    if ! "$MW_PY" -c '' 2>/dev/null; then
         mw_create_venv
     fi
     local want
