@@ -144,6 +144,10 @@ class AlarmConfig:
     warning_ratio: float = 0.8
     latching: bool = False
     actuators: tuple[str, ...] = ()
+    #: an acknowledged alarm still active after this long annunciates again (0 = never)
+    realarm_s: float = 0.0
+    #: the longest an operator may shelve an alarm for
+    max_shelve_s: float = 8 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,6 +451,8 @@ def _parse_alarm(c: _Checker, t: Mapping[str, Any], p: str, dflt: AlarmConfig) -
         or dflt.warning_ratio,
         latching=bool(c.get(t, "latching", p, bool, dflt.latching)),
         actuators=tuple(a for a in acts if isinstance(a, str)),
+        realarm_s=c.get(t, "realarm_s", p, float, dflt.realarm_s, check=_non_negative) or 0.0,
+        max_shelve_s=c.get(t, "max_shelve_s", p, float, dflt.max_shelve_s, check=_positive) or dflt.max_shelve_s,
     )
 
 
