@@ -9,7 +9,7 @@ separate from scoring (:mod:`machinewatch.models.threshold`).
 
 from __future__ import annotations
 
-__all__ = ["AnomalyModel", "as_matrix"]
+__all__ = ["AnomalyModel", "as_matrix", "robust_scale"]
 
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Self
@@ -33,10 +33,35 @@ def as_matrix(x: npt.ArrayLike, n_features: int | None = None) -> F64:
     return a
 
 
+def robust_scale(x: F64) -> tuple[F64, F64]:
+    """Healthy centre (median) and a robust scale (IQR / 1.349, at least half the std, floored).
+
+    One wild training window does not set the scale, and a constant feature gets a small
+    positive scale instead of a division by zero.
+    """
+    center = np.median(x, axis=0)
+    q75, q25 = np.percentile(x, [75, 25], axis=0)
+    floor = 1e-6 * np.maximum(np.abs(center), 1.0)
+    scale = np.maximum(np.maximum((q75 - q25) / 1.349, 0.5 * x.std(axis=0)), floor)
+    return np.asarray(center, dtype=np.float64), np.asarray(scale, dtype=np.float64)
+
+
 class AnomalyModel(ABC):
-    """Base of every anomaly model (float and int8)."""
+    """Base of every anomaly model (float and int8).
+
+    Persistence without pickle: a model's learned state is the arrays named in
+    ``array_names`` (attributes ``<name>_``), plus JSON-able ``params``; see
+    :mod:`machinewatch.models.store`. A float model names its int8 counterpart in
+    ``quantized_class`` and builds it in :meth:`quantize`.
+    """
 
     kind: ClassVar[str] = ""
+    #: True for the int8 form of a model
+    quantized: ClassVar[bool] = False
+    #: learned arrays (attribute ``<name>_``) that make up the model's state
+    array_names: ClassVar[tuple[str, ...]] = ()
+    #: the int8 class of a float model (None: the model has no int8 form)
+    quantized_class: ClassVar[type[AnomalyModel] | None] = None
     feature_names_: tuple[str, ...]
 
     def __init__(self, **params: Any) -> None:
@@ -74,6 +99,26 @@ class AnomalyModel(ABC):
         """Per-feature share of each row's score, shape ``(n, f)`` (non-negative)."""
         self._check_fitted()
         return self._contributions(as_matrix(x, len(self.feature_names_)))
+
+    def get_arrays(self) -> dict[str, np.ndarray]:
+        """The learned arrays by name (for :func:`machinewatch.models.store.save_model`)."""
+        self._check_fitted()
+        return {n: np.asarray(getattr(self, n + "_")) for n in self.array_names}
+
+    def set_arrays(self, arrays: dict[str, np.ndarray], feature_names: tuple[str, ...]) -> Self:
+        """Restore the learned state from :meth:`get_arrays` output; return self."""
+        missing = [n for n in self.array_names if n not in arrays]
+        if missing:
+            raise ModelError(f"{self.kind} model file lacks arrays: {', '.join(missing)}")
+        for n in self.array_names:
+            setattr(self, n + "_", np.asarray(arrays[n]))
+        self.feature_names_ = tuple(feature_names)
+        return self
+
+    def quantize(self) -> AnomalyModel:
+        """The int8 form of this fitted model (same interface, same feature order)."""
+        self._check_fitted()
+        raise ModelError(f"{type(self).__name__} has no int8 form")
 
     @abstractmethod
     def _fit(self, x: F64) -> None: ...

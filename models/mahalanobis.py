@@ -1,11 +1,14 @@
-"""Mahalanobis distance on robustly standardised features (float)."""
+"""Mahalanobis distance on robustly standardised features (float and int8)."""
 
 from __future__ import annotations
 
-__all__ = ["MahalanobisModel"]
+__all__ = ["MahalanobisModel", "QuantizedMahalanobis"]
+
+from typing import ClassVar
 
 import numpy as np
-from machinewatch.models.base import F64, AnomalyModel
+from machinewatch.models.base import F64, AnomalyModel, robust_scale
+from machinewatch.models.kernels import qlinear, quantize_columns
 from sklearn.covariance import LedoitWolf
 
 
@@ -19,14 +22,10 @@ class MahalanobisModel(AnomalyModel):
     """
 
     kind = "mahalanobis"
+    array_names = ("center", "scale", "precision")
 
     def _fit(self, x: F64) -> None:
-        self.center_ = np.median(x, axis=0)
-        q75, q25 = np.percentile(x, [75, 25], axis=0)
-        scale = (q75 - q25) / 1.349
-        std = x.std(axis=0)
-        floor = 1e-6 * np.maximum(np.abs(self.center_), 1.0)
-        self.scale_ = np.maximum(np.maximum(scale, 0.5 * std), floor)
+        self.center_, self.scale_ = robust_scale(x)
         z = (x - self.center_) / self.scale_
         self.precision_ = LedoitWolf().fit(z).get_precision()
 
@@ -41,3 +40,48 @@ class MahalanobisModel(AnomalyModel):
     def _score(self, x: F64) -> F64:
         z = self._z(x)
         return np.asarray(np.einsum("ij,ij->i", z @ self.precision_, z) / z.shape[1], dtype=np.float64)
+
+    def quantize(self) -> QuantizedMahalanobis:
+        """int8 form: ``P = L L^T`` (Cholesky), ``d^2 = |z L|^2``; ``L`` int8 per column."""
+        self._check_fitted()
+        p = 0.5 * (self.precision_ + self.precision_.T)
+        low = np.linalg.cholesky(p)
+        q = QuantizedMahalanobis(**self.params)
+        q.center_, q.scale_ = self.center_.astype(np.float32), self.scale_.astype(np.float32)
+        w1, w1s = quantize_columns(low)
+        q.w1_, q.w1s_ = w1, w1s.astype(np.float32)
+        q.feature_names_ = self.feature_names_
+        return q
+
+
+class QuantizedMahalanobis(AnomalyModel):
+    """int8 Mahalanobis: ``y = z L`` in int8/int32, ``d^2 = sum y^2``; contributions ``z (y L^T)``.
+
+    ``L^T`` reuses ``L``'s int8 matrix transposed: its per-column scales become per-input
+    scales, folded into ``y`` before ``y`` is quantised, so one int8 matrix serves both.
+    """
+
+    kind = "mahalanobis"
+    quantized = True
+    array_names: ClassVar[tuple[str, ...]] = ("center", "scale", "w1", "w1s")
+
+    def _fit(self, x: F64) -> None:
+        m = MahalanobisModel(**self.params).fit(x).quantize()
+        for n in self.array_names:
+            setattr(self, n + "_", getattr(m, n + "_"))
+
+    def _y(self, x: F64) -> tuple[F64, F64]:
+        z = (x - self.center_) / self.scale_
+        return z, qlinear(z, self.w1_, self.w1s_.astype(np.float64))
+
+    def _score(self, x: F64) -> F64:
+        z, y = self._y(x)
+        return np.asarray(np.sum(y * y, axis=1) / z.shape[1], dtype=np.float64)
+
+    def _contributions(self, x: F64) -> F64:
+        z, y = self._y(x)
+        pz = qlinear(y * self.w1s_, self.w1_.T, np.ones(y.shape[1]))
+        return np.asarray(np.maximum(z * pz / z.shape[1], 0.0), dtype=np.float64)
+
+
+MahalanobisModel.quantized_class = QuantizedMahalanobis
