@@ -131,6 +131,8 @@ class ModelConfig:
     threshold_margin: float = 1.25
     path: Path | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: score with the int8 form of the model (threshold calibrated on int8 scores)
+    quantized: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,7 +418,7 @@ def _parse_stream(c: _Checker, name: str, t: Mapping[str, Any], p: str) -> Strea
 
 
 def _parse_model(c: _Checker, t: Mapping[str, Any], p: str, base: Path, dflt: ModelConfig) -> ModelConfig:
-    known = {"kind", "learn_windows", "threshold_quantile", "threshold_margin", "path", "options"}
+    known = {"kind", "learn_windows", "threshold_quantile", "threshold_margin", "path", "options", "quantized"}
     c.unknown(t, known, p)
     path = c.get(t, "path", p, str, None)
     opts = c.table(t, "options", p)
@@ -431,6 +433,7 @@ def _parse_model(c: _Checker, t: Mapping[str, Any], p: str, base: Path, dflt: Mo
                                check=lambda v: None if v >= 1 else "must be >= 1") or dflt.threshold_margin,
         path=(Path(path) if Path(path).is_absolute() else (base / path).resolve()) if path else dflt.path,
         options=opts or dict(dflt.options),
+        quantized=bool(c.get(t, "quantized", p, bool, dflt.quantized)),
     )
 
 
