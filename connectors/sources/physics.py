@@ -159,7 +159,7 @@ def chunk_cycles(t: F64, prof: SpeedProfile) -> tuple[float, F64]:
     ``whole`` is the integer part at the chunk's first sample and ``frac`` a small float64 array
     starting in [0, 1), so that ``2 pi k frac`` stays a small argument for float32 sines. The angle
     is exact at the first and last sample and quadratic in between (the speed varies on a scale of
-    seconds; the error over a chunk of 0.1 s is below 1e-6 revolutions).
+    seconds; the error over a chunk of 0.1 s is below 1e-5 revolutions).
     """
     if t.size == 0:
         return 0.0, np.zeros(0)
