@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from typing import Any
@@ -149,7 +150,7 @@ def test_chunks_are_continuous_in_seq_and_time(healthy: list[Chunk]) -> None:
         ch = channels.get(sid, 1)
         assert [c.seq for c in chunks] == list(range(len(chunks)))
         assert chunks[0].t0_ns == 1_000_000_000
-        for prev, nxt in zip(chunks, chunks[1:], strict=False):
+        for prev, nxt in itertools.pairwise(chunks):
             frames = prev.values.size // ch
             assert abs(nxt.t0_ns - (prev.t0_ns + frames * 1e9 / prev.rate_hz)) <= 1
         assert sum(c.values.size for c in chunks) == expected_frames[sid] * ch
@@ -164,7 +165,7 @@ def test_chunks_come_in_time_order_across_streams(healthy: list[Chunk]) -> None:
     channels = {"m1/cur": 3}
     ends = [c.t0_ns + c.values.size // channels.get(c.stream_id, 1) * 1e9 / c.rate_hz
             for c in healthy]
-    assert all(b >= a - 1 for a, b in zip(ends, ends[1:], strict=False))
+    assert all(b >= a - 1 for a, b in itertools.pairwise(ends))
 
 
 def test_healthy_signals_are_plausible(healthy: list[Chunk]) -> None:
@@ -281,7 +282,7 @@ async def test_overheating_ramps_temperature_up() -> None:
 async def test_dropout_leaves_a_seq_and_time_gap() -> None:
     chunks = by_stream(await run(fault("dropout", stream="vib", start_s=0.5, duration_s=0.5)))
     vib = chunks["m1/vib"]
-    gaps = [(a, b) for a, b in zip(vib, vib[1:], strict=False) if b.seq != a.seq + 1]
+    gaps = [(a, b) for a, b in itertools.pairwise(vib) if b.seq != a.seq + 1]
     assert len(gaps) == 1
     a, b = gaps[0]
     assert (b.t0_ns - a.t0_ns) / 1e9 >= 0.5
