@@ -191,6 +191,10 @@ class EngineConfig:
     log_level: str = "INFO"
     http_port: int = 0  # 0 = health endpoint off
     http_host: str = "127.0.0.1"
+    #: bound of the store-and-forward spool (``<state_dir>/spool.db``); oldest dropped beyond it
+    spool_max_bytes: int = 64 * 1024 * 1024
+    #: how often engine self-metrics go to the sinks as ``machinewatch_health`` points
+    health_interval_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +338,11 @@ def _parse_engine(c: _Checker, raw: Mapping[str, Any], base: Path) -> EngineConf
         )
         or 0,
         http_host=host,
+        spool_max_bytes=c.get(t, "spool_max_bytes", p, int, d.spool_max_bytes,
+                              check=lambda v: None if v >= 65536 else "must be >= 65536")
+        or d.spool_max_bytes,
+        health_interval_s=c.get(t, "health_interval_s", p, float, d.health_interval_s, check=_positive)
+        or d.health_interval_s,
     )
 
 
