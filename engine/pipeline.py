@@ -24,6 +24,7 @@ from machinewatch.connectors.base import Actuator, Rejected, Sink, Source
 from machinewatch.engine.config import Config, PluginConfig
 from machinewatch.engine.errors import ConnectorError
 from machinewatch.engine.hotpath import HotPath, Outputs
+from machinewatch.engine.learning import ModelStore, restore_models, save_learned
 from machinewatch.engine.logutil import RateLimitedLog
 from machinewatch.engine.registry import registry
 from machinewatch.engine.scoring import LearnedModel
@@ -66,6 +67,9 @@ class Engine:
     ) -> None:
         self.config = config
         self.hot = HotPath(config, learned)
+        self.models = ModelStore(config.engine.state_dir)
+        for name in restore_models(self.hot, self.models):  # a restart monitors at once
+            log.info("asset %s: stored model loaded, monitoring", name)
         self.on_outputs = on_outputs
         self.install_signals = install_signals
         self.counters: Counter[str] = Counter()
@@ -197,6 +201,8 @@ class Engine:
         await self._act_q.put(_STOP)
 
     def _dispatch(self, out: Outputs) -> None:
+        if out.learned:
+            save_learned(self.hot, self.models, out.learned)
         for e in out.events:
             log.info("%s %s: %s -> %s (%s)", e.kind, e.asset, e.from_state, e.to_state, e.reason)
             if e.kind != "machine" or e.to_state not in ("ALARM", "NORMAL"):

@@ -12,16 +12,21 @@ from __future__ import annotations
 __all__ = ["AssetScorer", "LearnedModel", "fit_baseline"]
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from machinewatch.engine.config import AssetConfig
 from machinewatch.engine.errors import ModelError
 from machinewatch.engine.types import F64, FeatureFrame, Score
 from machinewatch.models.base import AnomalyModel
+from machinewatch.models.quantize import decision_agreement, model_nbytes, quantize
+from machinewatch.models.store import array_hash
 from machinewatch.models.threshold import calibrate_threshold
 
 ModelFactory = Callable[[], AnomalyModel]
+#: learning also waits until every stream delivered this many windows, so a slow stream
+#: (temperature every 10 s) is not learned from a handful of values
+MIN_STREAM_WINDOWS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,24 +35,43 @@ class LearnedModel:
 
     model: AnomalyModel
     threshold: float
+    #: how it was made (training rows and hash, float-vs-int8 agreement ...), for the model file
+    info: Mapping[str, object] = field(default_factory=dict)
 
 
 def fit_baseline(
-    x: np.ndarray, names: tuple[str, ...], factory: ModelFactory, quantile: float, margin: float
+    x: np.ndarray, names: tuple[str, ...], factory: ModelFactory, quantile: float, margin: float,
+    quantized: bool = False,
 ) -> LearnedModel:
     """Fit on the first 2/3 of healthy rows, calibrate on the last 1/3, refit on all.
 
     The threshold comes from held-out healthy scores, then the model is refitted on every
     row (so no healthy data is wasted); the refit changes scores by little because the scale is
-    set by the same healthy distribution.
+    set by the same healthy distribution. With ``quantized`` the int8 form scores, and its
+    threshold is calibrated on its own held-out scores (int8 and float scores rank alike but
+    differ in level); ``info["agreement"]`` is the float-vs-int8 decision agreement over the
+    healthy rows, each with its own threshold.
     """
     n = len(x)
     if n < 6:
         raise ModelError(f"need at least 6 healthy vectors to learn a baseline, got {n}")
     cut = max(3, (2 * n) // 3)
-    held_out = factory().fit(x[:cut], names).score(x[cut:])
-    threshold = calibrate_threshold(held_out, quantile, margin)
-    return LearnedModel(factory().fit(x, names), threshold)
+    first = factory().fit(x[:cut], names)
+    f_thr = calibrate_threshold(first.score(x[cut:]), quantile, margin)
+    info: dict[str, object] = {"training_rows": n, "training_sha256": array_hash(x), "quantile": quantile,
+                               "margin": margin}
+    if not quantized:
+        return LearnedModel(factory().fit(x, names), f_thr, info)
+    q_thr = calibrate_threshold(quantize(first).score(x[cut:]), quantile, margin)
+    full = factory().fit(x, names)
+    q = quantize(full)
+    info |= {
+        "float_threshold": f_thr,
+        "agreement": decision_agreement(full.score(x), f_thr, q.score(x), q_thr),
+        "float_bytes": model_nbytes(full),
+        "int8_bytes": model_nbytes(q),
+    }
+    return LearnedModel(q, q_thr, info)
 
 
 class AssetScorer:
@@ -76,6 +100,7 @@ class AssetScorer:
             for s, c in asset.streams.items()
         }
         self._learn: list[np.ndarray] = []
+        self._learn_seen = dict.fromkeys(self.streams, 0)
         self.learned = learned
         self.incomplete = 0
 
@@ -87,12 +112,17 @@ class AssetScorer:
     @property
     def learn_progress(self) -> float:
         """Fraction of the learning phase done (1.0 once monitoring)."""
-        return 1.0 if self.learned else len(self._learn) / self.asset.model.learn_windows
+        if self.learned:
+            return 1.0
+        slow = min(self._learn_seen.values()) / MIN_STREAM_WINDOWS
+        return min(1.0, len(self._learn) / self.asset.model.learn_windows, slow)
 
     def update(self, frame: FeatureFrame, stream: str) -> tuple[F64, int] | None:
         """Take a stream's features; return ``(vector, t_ns)`` when the asset is due to score."""
         self._vector[self._slices[stream]] = frame.values
         self._t_ns[stream] = frame.t_ns
+        if self.learned is None:
+            self._learn_seen[stream] += 1
         if stream != self.asset.primary_stream:
             return None
         for s in self.streams:
@@ -109,11 +139,13 @@ class AssetScorer:
         """Add a healthy vector; return True when the model was just fitted."""
         self._learn.append(vector)
         m = self.asset.model
-        if len(self._learn) < m.learn_windows:
+        if len(self._learn) < m.learn_windows or min(self._learn_seen.values()) < MIN_STREAM_WINDOWS:
             return False
         x = np.vstack(self._learn)
-        self.learned = fit_baseline(x, self.names, self.factory, m.threshold_quantile, m.threshold_margin)
-        self._learn = []
+        self._learn = []  # on failure learning starts over with fresh windows
+        self._learn_seen = dict.fromkeys(self.streams, 0)
+        self.learned = fit_baseline(x, self.names, self.factory, m.threshold_quantile, m.threshold_margin,
+                                    quantized=m.quantized)
         return True
 
     def score(self, vector: F64, t_ns: int) -> Score:
