@@ -24,7 +24,14 @@ other engine counters.
 
 from __future__ import annotations
 
-__all__ = ["HealthSample", "HealthServer", "prometheus_text", "sanitize_metric_name"]
+__all__ = [
+    "HealthSample",
+    "HealthServer",
+    "engine_metrics",
+    "engine_problems",
+    "prometheus_text",
+    "sanitize_metric_name",
+]
 
 import asyncio
 import contextlib
@@ -32,8 +39,10 @@ import json
 import logging
 import math
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -154,3 +163,51 @@ class HealthServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+
+def engine_metrics(engine: Any) -> dict[str, float]:
+    """Every self-metric of a running :class:`machinewatch.engine.pipeline.Engine` (duck-typed).
+
+    Engine and hot-path counters as they are, queue depths, the spool's size, age and drops,
+    and per sink its backlog, lag and its own counters (``sink_<name>_<counter>``).
+    """
+    m: dict[str, float] = {k: float(v) for k, v in engine.counters.items()}
+    hot = getattr(engine, "hot", None)
+    if hot is not None:
+        m.update({k: float(v) for k, v in hot.counters.items()})
+        m.update({f"buffer_{k}": float(v) for k, v in hot.buffer_counters().items()})
+    chunks = getattr(engine, "_chunks", None)
+    m["queue_chunks"] = float(chunks.qsize()) if chunks is not None else 0.0
+    m["queue_windows"] = float(len(getattr(engine, "_windows", ())))
+    spool = getattr(engine, "spool", None)
+    if spool is not None:
+        st = spool.stats()
+        m.update(
+            spool_records=float(st.records),
+            spool_bytes=float(st.bytes),
+            spool_max_bytes=float(st.max_bytes),
+            spool_oldest_age_s=st.oldest_age_s,
+            spool_dropped_overflow=float(st.dropped_overflow),
+            spool_quarantined=float(st.quarantined),
+        )
+        for sink, n in st.pending.items():
+            m[f"spool_pending_{sink}"] = float(n)
+            m[f"sink_lag_s_{sink}"] = st.lag_s[sink]
+    for sink in getattr(engine, "sinks", ()):
+        for k, v in getattr(sink, "counters", {}).items():
+            m[f"sink_{sink.name}_{k}"] = float(v)
+    started = getattr(engine, "started_wall", None)
+    if started is not None:
+        m["uptime_s"] = max(0.0, time.time() - started)
+    return {sanitize_metric_name(k): v for k, v in m.items()}
+
+
+def engine_problems(engine: Any, stale_after_s: float) -> list[str]:
+    """Why the engine is unhealthy: a sink with records older than ``stale_after_s`` unwritten."""
+    out = []
+    spool = getattr(engine, "spool", None)
+    if spool is not None:
+        for sink, lag in spool.stats().lag_s.items():
+            if lag > stale_after_s:
+                out.append(f"sink {sink}: oldest unwritten record is {lag:.0f} s old")
+    return out

@@ -2,7 +2,9 @@
 
 Every queue is bounded. Chunks wait for room (sources are paced or backed by the broker's
 buffers), windows the hot path cannot keep up with are shed oldest-first and counted, and
-records for a sink that cannot keep up are dropped oldest-first and counted.
+summaries and alarm events go through the durable spool (:mod:`machinewatch.engine.spool`,
+``<state_dir>/spool.db``, one cursor per sink): they survive outages, crashes and restarts, and
+when the spool reaches ``engine.spool_max_bytes`` the oldest are dropped and counted.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from typing import Any
 
 from machinewatch.connectors.base import Actuator, Rejected, Sink, Source
 from machinewatch.engine.config import Config, PluginConfig
-from machinewatch.engine.errors import ConnectorError
+from machinewatch.engine.errors import ConnectorError, SpoolError
+from machinewatch.engine.health import HealthSample, HealthServer, engine_metrics, engine_problems
 from machinewatch.engine.hotpath import HotPath, Outputs
 from machinewatch.engine.learning import ModelStore, restore_models, save_learned
 from machinewatch.engine.logutil import RateLimitedLog
 from machinewatch.engine.registry import registry
 from machinewatch.engine.scoring import LearnedModel
+from machinewatch.engine.spool import Spool
 from machinewatch.engine.types import AlarmEvent, Chunk, Summary, Window
 
 log = logging.getLogger(__name__)
@@ -77,7 +81,10 @@ class Engine:
         self._stop = asyncio.Event()
         self._chunks: asyncio.Queue[Chunk | object] = asyncio.Queue(config.engine.queue_chunks)
         self._windows: deque[Window] = deque()
-        self._sink_q: dict[str, deque[Summary | AlarmEvent]] = {}
+        self.spool: Spool | None = None
+        self.sinks: list[Sink] = []
+        self.started_wall = time.time()
+        self._closed = asyncio.Event()
         self._sink_wake: dict[str, asyncio.Event] = {}
         self._act_q: asyncio.Queue[tuple[str, bool, AlarmEvent | None] | object] = asyncio.Queue(1024)
         self.last_chunk_wall: dict[str, float] = {}
@@ -101,17 +108,30 @@ class Engine:
         sources: list[Source] = [_make("sources", p, cfg) for p in cfg.sources.values()]
         sinks: list[Sink] = [_make("sinks", p, cfg) for p in cfg.sinks.values()]
         actuators: dict[str, Actuator] = {n: _make("actuators", p, cfg) for n, p in cfg.actuators.items()}
+        self.sinks = sinks
         async with contextlib.AsyncExitStack() as stack:
+            self.spool = Spool(
+                cfg.engine.state_dir / "spool.db", [s.name for s in sinks], cfg.engine.spool_max_bytes
+            )
+            stack.callback(self.spool.close)
+            if cfg.engine.http_port:
+                await stack.enter_async_context(HealthServer(
+                    cfg.engine.http_host, cfg.engine.http_port, lambda: engine_metrics(self),
+                    lambda: engine_problems(self, max(300.0, 10 * cfg.engine.summary_interval_s)),
+                    {"site": cfg.engine.site}))
             for c in [*sinks, *actuators.values()]:
                 await stack.enter_async_context(c)
             async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._health_task(), name="health")
                 for snk in sinks:
-                    self._sink_q[snk.name] = deque()
                     self._sink_wake[snk.name] = asyncio.Event()
                     tg.create_task(self._sink_task(snk), name=f"sink.{snk.config.sinks[snk.name].kind}[{snk.name}]")
                 tg.create_task(self._actuator_task(actuators), name="actuators")
                 tg.create_task(self._hot_task(), name="hotpath")
                 tg.create_task(self._sources_task(sources, stack), name="sources")
+            st = self.spool.stats()
+            self.counters["spool_dropped_overflow"] = st.dropped_overflow
+            self.counters["spool_records_left"] = st.records
         report.counters = dict(self.counters) | {f"buffer_{k}": v for k, v in self.hot.buffer_counters().items()}
         report.counters |= dict(self.hot.counters)
         report.wall_s = time.perf_counter() - t0
@@ -196,7 +216,8 @@ class Engine:
             self._dispatch(self.hot.apply(results))
         self._dispatch(Outputs(summaries=self.hot.flush()))
         self._closing = True
-        for name in self._sink_q:
+        self._closed.set()
+        for name in self._sink_wake:
             self._sink_wake[name].set()
         await self._act_q.put(_STOP)
 
@@ -212,48 +233,81 @@ class Engine:
                     self._act_q.put_nowait((act, e.to_state == "ALARM", e))
                 except asyncio.QueueFull:
                     self.counters["actuator_commands_dropped"] += 1
-        records: list[Summary | AlarmEvent] = [*out.summaries, *out.events]
-        if records:
-            for name, q in self._sink_q.items():
-                for r in records:
-                    if len(q) >= self.config.engine.queue_windows * 4:
-                        q.popleft()
-                        self.counters["sink_dropped_overflow"] += 1
-                    q.append(r)
-                self._sink_wake[name].set()
+        self._spool_put([*out.summaries, *out.events])
         self.counters["summaries"] += len(out.summaries)
         self.counters["alarm_events"] += len(out.events)
         if self.on_outputs is not None:
             self.on_outputs(out)
 
+    def _spool_put(self, records: list[Summary | AlarmEvent | HealthSample]) -> None:
+        """Make records durable in the spool (one fsync'ed commit) and wake the sinks."""
+        if not records or self.spool is None:
+            return
+        try:
+            self.spool.put(records)
+        except SpoolError as exc:  # a full or failing disk must not stop monitoring
+            self.counters["spool_errors"] += len(records)
+            self._rl.warning("spool", "%s", exc)
+            return
+        for wake in self._sink_wake.values():
+            wake.set()
+
+    async def _health_task(self) -> None:
+        """Self-metrics into the spool every ``engine.health_interval_s`` until the engine stops."""
+        cfg = self.config.engine
+        while not self._closed.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), cfg.health_interval_s)
+            if not self._closed.is_set():
+                self._spool_put([HealthSample(cfg.site, time.time_ns(), engine_metrics(self))])
+
     async def _sink_task(self, sink: Sink) -> None:
-        q = self._sink_q[sink.name]
+        """Spool -> sink: a batch leaves the spool only once the sink acknowledged it.
+
+        Failed writes are retried whole with capped exponential backoff and jitter (or after
+        the server's Retry-After). At stop, a sink that cannot write leaves its records in the
+        spool for the next start: nothing is lost.
+        """
+        assert self.spool is not None
+        spool = self.spool
         wake = self._sink_wake[sink.name]
+        takes_health = bool(getattr(sink, "accepts_health", False))
         backoff = 0.5
         while True:
-            await wake.wait()
-            wake.clear()
-            while q:
-                batch = [q[i] for i in range(min(_SINK_BATCH, len(q)))]
-                summaries = [r for r in batch if isinstance(r, Summary)]
-                events = [r for r in batch if isinstance(r, AlarmEvent)]
-                try:
+            batch = spool.peek(sink.name, _SINK_BATCH)
+            if not batch:
+                if self._closing:
+                    return
+                await wake.wait()
+                wake.clear()
+                continue
+            summaries = [r for _, r in batch if isinstance(r, Summary)]
+            events = [r for _, r in batch if isinstance(r, AlarmEvent)]
+            health = [r for _, r in batch if isinstance(r, HealthSample)]
+            try:
+                if takes_health and health:
+                    write: Any = sink.write  # a sink with accepts_health takes health=
+                    await write(summaries, events, health=health)
+                elif summaries or events:
                     await sink.write(summaries, events)
-                except ConnectorError as exc:
-                    self.counters["sink_write_errors"] += 1
-                    self._rl.warning(f"sink:{sink.name}", "sink %s: %s (retrying)", sink.name, exc)
-                    if self._closing and backoff > 8:
-                        self.counters["sink_lost_at_stop"] += len(q)
-                        return
-                    await asyncio.sleep(backoff * (0.5 + random.random()))
-                    backoff = min(backoff * 2, 30.0)
-                    continue
-                backoff = 0.5
-                for _ in batch:
-                    q.popleft()
-                self.counters[f"sink_written_{sink.name}"] += len(batch)
-            if self._closing:
-                return
+            except ConnectorError as exc:
+                self.counters["sink_write_errors"] += 1
+                self.counters[f"sink_write_errors_{sink.name}"] += 1
+                self._rl.warning(f"sink:{sink.name}", "sink %s: %s (retrying)", sink.name, exc)
+                if self._closing:
+                    left = spool.pending(sink.name)
+                    log.warning("sink %s: %d record(s) stay in the spool for the next start", sink.name, left)
+                    self.counters["sink_pending_at_stop"] += left
+                    return
+                retry_after = getattr(exc, "retry_after_s", None)
+                delay = retry_after if retry_after is not None else backoff * (0.5 + random.random())
+                backoff = min(backoff * 2, 30.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closed.wait(), min(delay, 300.0))
+                continue
+            backoff = 0.5
+            spool.ack(sink.name, batch[-1][0])
+            self.counters[f"sink_written_{sink.name}"] += len(batch)
 
     async def _actuator_task(self, actuators: dict[str, Actuator]) -> None:
         try:
