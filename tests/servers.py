@@ -291,13 +291,15 @@ atexit.register(stop_all)
 # ----------------------------------------------------------------------------- HTTP helpers
 
 
-def _http(
-    method: str, url: str, body: bytes | None = None, timeout: float = 10.0
-) -> tuple[int, bytes]:
+# Loopback only: never route test traffic through an http_proxy from the environment.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _http(method: str, url: str, body: bytes | None = None, timeout: float = 10.0) -> tuple[int, bytes]:
     """A tiny HTTP client (stdlib only): returns (status, body) and never raises on 4xx/5xx."""
     req = urllib.request.Request(url, data=body, method=method)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with _OPENER.open(req, timeout=timeout) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -603,15 +605,24 @@ class VictoriaMetrics(ServerProcess):
     def _ready(self) -> bool:
         return _http_ok(self.url + "/health")
 
+    def write(self, lines: str | Sequence[str], precision: str = "ns") -> None:
+        """Write InfluxDB line protocol through VM's ``/write``; raises on a non-204 answer.
+
+        VM answers 204 even for lines it drops: read back with ``export`` to be sure.
+        """
+        body = lines if isinstance(lines, str) else "\n".join(lines)
+        url = f"{self.url}/write?{urllib.parse.urlencode({'precision': precision})}"
+        status, resp = _http("POST", url, body.encode())
+        if status != 204:
+            raise ServerError(f"write: HTTP {status}: {resp[:300]!r}")
+
     def flush(self) -> None:
         """Make everything ingested so far searchable (``/internal/force_flush``)."""
         status, body = _http("GET", self.url + "/internal/force_flush")
         if status != 200:
             raise ServerError(f"force_flush: HTTP {status}: {body[:200]!r}")
 
-    def export(
-        self, match: str, start: str | None = None, end: str | None = None
-    ) -> list[dict[str, Any]]:
+    def export(self, match: str, start: str | None = None, end: str | None = None) -> list[dict[str, Any]]:
         """Every series matching ``match`` (a series selector, e.g. ``'{__name__=~"m_.*"}'``).
 
         Flushes first, so a write that VM acknowledged is visible. Each series is
@@ -754,9 +765,7 @@ bind-address = "{self.host}:{self.rpc_port}"
         rows: list[dict[str, Any]] = []
         for series in self.query(q, db)[0].get("series", []):
             tags = series.get("tags", {})
-            rows.extend(
-                {**tags, **dict(zip(series["columns"], v, strict=True))} for v in series["values"]
-            )
+            rows.extend({**tags, **dict(zip(series["columns"], v, strict=True))} for v in series["values"])
         return rows
 
 

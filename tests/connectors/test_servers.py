@@ -122,14 +122,10 @@ async def test_victoria_influx_v2_write_reads_back_exact_values(victoria: Victor
     async with InfluxDBClientAsync(url=victoria.url, token="unused", org="unused") as client:
         # influxdb-client annotates the WritePrecision class but its members are plain str.
         precision: Any = WritePrecision.NS
-        ok = await client.write_api().write(
-            bucket="machinewatch", record=records, write_precision=precision
-        )
+        ok = await client.write_api().write(bucket="machinewatch", record=records, write_precision=precision)
     assert ok
     # VM answers 204 even for lines it drops, so only reading back proves the write.
-    series = {
-        s["metric"]["__name__"]: s for s in victoria.export(f'{{__name__=~"{measurement}_.*"}}')
-    }
+    series = {s["metric"]["__name__"]: s for s in victoria.export(f'{{__name__=~"{measurement}_.*"}}')}
     assert sorted(series) == [f"{measurement}_peak", f"{measurement}_rms"]
     rms = series[f"{measurement}_rms"]
     assert rms["metric"]["asset"] == "pump1" and rms["metric"]["site"] == "s1"
@@ -140,13 +136,7 @@ async def test_victoria_influx_v2_write_reads_back_exact_values(victoria: Victor
 
 def test_victoria_restart_on_same_port_keeps_data(victoria: VictoriaMetrics) -> None:
     name = _unique("mw_restart")
-    import urllib.request
-
-    req = urllib.request.Request(
-        f"{victoria.url}/write", data=f"{name} v=7 {T0_NS}".encode(), method="POST"
-    )
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        assert resp.status == 204
+    victoria.write(f"{name} v=7 {T0_NS}")
     victoria.flush()
     port = victoria.port
     victoria.restart()
