@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = ["HotPath", "Outputs", "WindowResult"]
 
+import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,12 +19,15 @@ from machinewatch.engine import features as feats
 from machinewatch.engine.alarm import AlarmMachine
 from machinewatch.engine.buffers import StreamBuffer
 from machinewatch.engine.config import Config
+from machinewatch.engine.errors import ModelError
 from machinewatch.engine.quality import quality_flag
 from machinewatch.engine.registry import registry
 from machinewatch.engine.scoring import AssetScorer, LearnedModel
 from machinewatch.engine.summary import AssetSummariser
 from machinewatch.engine.types import AlarmEvent, Chunk, FeatureFrame, Score, Summary, Window
 from machinewatch.models.base import AnomalyModel
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -152,9 +156,19 @@ class HotPath:
             if due is None:
                 continue
             vector, t_ns = due
+            if not np.isfinite(vector).all():  # never learn from or score a broken vector
+                self.counters["vectors_nonfinite"] += 1
+                summ.count("vectors_nonfinite")
+                continue
             if scorer.learning:
                 summ.count("windows_learned")
-                if scorer.learn(vector):
+                try:
+                    fitted = scorer.learn(vector)
+                except ModelError as exc:
+                    self.counters["learn_failed"] += 1
+                    log.error("asset %s: learning the baseline failed, starting over: %s", asset_name, exc)
+                    fitted = False
+                if fitted:
                     d = alarm.start_monitoring()
                     out.learned.append(asset_name)
                     out.events.append(_event(a.site, asset_name, t_ns, d.from_state, d.to_state, d.reason))

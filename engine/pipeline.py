@@ -226,7 +226,8 @@ class Engine:
             save_learned(self.hot, self.models, out.learned)
         for e in out.events:
             log.info("%s %s: %s -> %s (%s)", e.kind, e.asset, e.from_state, e.to_state, e.reason)
-            if e.kind != "machine" or e.to_state not in ("ALARM", "NORMAL"):
+            # outputs move only when ALARM is entered or left, never on other transitions
+            if e.kind != "machine" or (e.to_state == "ALARM") == (e.from_state == "ALARM"):
                 continue
             for act in self.config.assets[e.asset].alarm.actuators:
                 try:

@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS machinewatch_alarm (
 def open_db(path: str | Path) -> sqlite3.Connection:
     """Open (and create) the local store."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(str(path), timeout=10.0)
+    db = sqlite3.connect(str(path), timeout=10.0, check_same_thread=False)  # used by one task at a time
     db.execute("PRAGMA journal_mode=WAL")
     db.executescript(_SCHEMA)
     return db
