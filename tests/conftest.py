@@ -11,6 +11,8 @@ A test may stop, kill or pause a session server; it is resumed or restarted afte
 the next test always finds it serving. ``mosquitto_factory(conf_extra="")`` starts a private
 broker with extra config (ACL, TLS, passwords) that lives until the end of the test.
 
+``tls_files`` is a throw-away CA with server and client certificates (see :class:`servers.TLSFiles`).
+
 ``run_process(args, name=...)`` starts any command with its output in ``<tmp_path>/<name>.log``
 and guarantees termination at teardown.
 
@@ -35,8 +37,11 @@ from servers import (
     Mosquitto,
     MosquittoFactory,
     RunProcess,
+    ServerError,
     ServerProcess,
+    TLSFiles,
     VictoriaMetrics,
+    make_tls_files,
     missing_reason,
 )
 from servers import (
@@ -71,8 +76,7 @@ def pytest_runtest_makereport(
 def _failed(request: pytest.FixtureRequest) -> bool:
     node = request.node
     return any(
-        getattr(getattr(node, f"_mw_report_{when}", None), "failed", False)
-        for when in ("setup", "call")
+        getattr(getattr(node, f"_mw_report_{when}", None), "failed", False) for when in ("setup", "call")
     )
 
 
@@ -111,27 +115,35 @@ def _session_servers_back_up() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def mosquitto(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Mosquitto:
+def mosquitto(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Mosquitto:
     """A Mosquitto broker on a free loopback port for the whole run (anonymous, persistent)."""
     return _session_server(Mosquitto, request, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
-def victoria(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> VictoriaMetrics:
+def victoria(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> VictoriaMetrics:
     """A VictoriaMetrics server on a free loopback port for the whole run."""
     return _session_server(VictoriaMetrics, request, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
-def influxdb1(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> InfluxDB1:
+def influxdb1(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> InfluxDB1:
     """An InfluxDB 1.x server on a free loopback port for the whole run."""
     return _session_server(InfluxDB1, request, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    """A throw-away CA with server (127.0.0.1) and client certificates, made once per run.
+
+    ``mosquitto_factory(tls_files.mosquitto_conf())`` starts a TLS broker.
+    """
+    try:
+        return make_tls_files(tmp_path_factory.mktemp("tls"))
+    except ServerError as exc:
+        if os.environ.get(REQUIRE_SERVERS_ENV) == "1":
+            pytest.fail(str(exc), pytrace=False)
+        pytest.skip(str(exc))
 
 
 @pytest.fixture
@@ -167,10 +179,12 @@ def mosquitto_factory(
 def run_process(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunProcess]:
     """Start subprocesses that are always terminated at teardown.
 
+        ``tls_files`` is a throw-away CA with server and client certificates (see :class:`servers.TLSFiles`).
+
     ``run_process(args, name="proc", env=None, cwd=None)`` returns a started
-    :class:`servers.ManagedProcess` whose stdout and stderr go to ``tmp_path / f"{name}.log"``
-    (read it with ``.log_text()``). At teardown: SIGTERM, then SIGKILL after 10 s; the log tail is
-    printed when the test failed.
+        :class:`servers.ManagedProcess` whose stdout and stderr go to ``tmp_path / f"{name}.log"``
+        (read it with ``.log_text()``). At teardown: SIGTERM, then SIGKILL after 10 s; the log tail is
+        printed when the test failed.
     """
     started: list[ManagedProcess] = []
 

@@ -30,9 +30,11 @@ __all__ = [
     "RunProcess",
     "ServerError",
     "ServerProcess",
+    "TLSFiles",
     "VictoriaMetrics",
     "find_binary",
     "free_port",
+    "make_tls_files",
     "missing_reason",
     "mqtt_probe",
     "run_process",
@@ -57,6 +59,7 @@ import urllib.parse
 import urllib.request
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -496,6 +499,61 @@ def mqtt_probe(host: str, port: int, timeout: float = 1.0) -> int | None:
     return data[3]
 
 
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files of a throw-away CA, a server certificate for 127.0.0.1/localhost, a client one."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    def mosquitto_conf(self, require_client_cert: bool = False) -> str:
+        """Listener options that put a Mosquitto listener on TLS with these files."""
+        lines = [
+            f"cafile {self.ca}",
+            f"certfile {self.server_cert}",
+            f"keyfile {self.server_key}",
+        ]
+        if require_client_cert:
+            lines.append("require_certificate true")
+        return "\n".join(lines) + "\n"
+
+
+def make_tls_files(directory: Path) -> TLSFiles:
+    """Create a CA and server/client certificates (EC P-256, valid 2 days) with ``openssl``."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise ServerError("openssl not installed: needed to make test certificates")
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    key_opts = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str | Path) -> None:
+        subprocess.run([openssl, *map(str, args)], check=True, capture_output=True, timeout=30)
+
+    run("req", "-x509", *key_opts, "-keyout", d / "ca.key", "-out", d / "ca.crt",
+        "-days", "2", "-subj", "/CN=machinewatch-test-ca")  # fmt: skip
+    for who, cn, ext in (
+        ("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+        ("client", "machinewatch-client", "extendedKeyUsage=clientAuth"),
+    ):
+        (d / f"{who}.ext").write_text(ext + "\n")
+        run("req", *key_opts, "-keyout", d / f"{who}.key", "-out", d / f"{who}.csr",
+            "-subj", f"/CN={cn}")  # fmt: skip
+        run("x509", "-req", "-in", d / f"{who}.csr", "-CA", d / "ca.crt", "-CAkey", d / "ca.key",
+            "-CAcreateserial", "-out", d / f"{who}.crt", "-days", "2",
+            "-extfile", d / f"{who}.ext")  # fmt: skip
+    return TLSFiles(
+        ca=d / "ca.crt",
+        server_cert=d / "server.crt",
+        server_key=d / "server.key",
+        client_cert=d / "client.crt",
+        client_key=d / "client.key",
+    )
+
+
 class Mosquitto(ServerProcess):
     """A Mosquitto 2.x broker on ``127.0.0.1:port``, anonymous access allowed by default.
 
@@ -546,7 +604,8 @@ class Mosquitto(ServerProcess):
             f"pid_file {self.workdir / 'mosquitto.pid'}",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {data}/",
-            "log_dest stdout",
+            # Its own file output is flushed per line (stdout to a file is block-buffered).
+            f"log_dest file {self.log_path}",
             "log_type error",
             "log_type warning",
             "log_type notice",

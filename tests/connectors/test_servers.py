@@ -24,6 +24,7 @@ from servers import (
     Mosquitto,
     MosquittoFactory,
     RunProcess,
+    TLSFiles,
     VictoriaMetrics,
     find_binary,
     free_port,
@@ -108,6 +109,22 @@ def test_mosquitto_factory_applies_extra_config(
     assert "allow_anonymous false" in locked.conf_path.read_text()
     assert mqtt_probe(locked.host, locked.port) == 5  # CONNACK 5: not authorised
     assert mqtt_probe(mosquitto.host, mosquitto.port) == 0  # the shared broker is untouched
+
+
+async def test_mosquitto_factory_tls_listener_round_trip(
+    mosquitto_factory: MosquittoFactory, tls_files: TLSFiles
+) -> None:
+    tls = tls_files
+    broker = mosquitto_factory(tls.mosquitto_conf())
+    assert mqtt_probe(broker.host, broker.port) is None  # plain MQTT gets no CONNACK
+    topic = f"machinewatch/test/{_unique('tls')}"
+    params = aiomqtt.TLSParameters(ca_certs=str(tls.ca))
+    async with aiomqtt.Client(broker.host, port=broker.port, tls_params=params) as client:
+        await client.subscribe(topic, qos=1)
+        await client.publish(topic, b"secret", qos=1)
+        async with asyncio.timeout(5):
+            message = await anext(aiter(client.messages))
+    assert message.payload == b"secret"
 
 
 # ----------------------------------------------------------------------------- VictoriaMetrics
