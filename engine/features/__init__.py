@@ -14,3 +14,69 @@ Contract (used by the pipeline, the benchmarks and the evaluation):
 - ``warmup(stream, machine)`` compiles every kernel a stream needs on a dummy window (including
   read-only input arrays), so no sensor sample ever waits for the compiler.
 """
+
+from __future__ import annotations
+
+__all__ = [
+    "CurrentExtractor",
+    "FeatureExtractor",
+    "ScalarExtractor",
+    "VibrationExtractor",
+    "feature_names",
+    "make_extractor",
+    "warmup",
+]
+
+import numpy as np
+from machinewatch.engine.config import MachineConfig, StreamConfig
+from machinewatch.engine.features.base import FeatureExtractor
+from machinewatch.engine.features.current import CurrentExtractor, current_names
+from machinewatch.engine.features.scalar import SCALAR_NAMES, ScalarExtractor
+from machinewatch.engine.features.vibration import VibrationExtractor, vibration_names
+
+
+def feature_names(stream: StreamConfig, machine: MachineConfig) -> tuple[str, ...]:
+    """The fixed, named feature order of ``stream`` (names without the stream prefix).
+
+    >>> from machinewatch.engine.config import StreamConfig, MachineConfig
+    >>> feature_names(StreamConfig("t", "temperature", 1.0, 60, 10), MachineConfig())
+    ('level', 'slope', 'roc', 'min', 'max')
+    """
+    if stream.kind == "vibration":
+        return vibration_names(machine)
+    if stream.kind == "current":
+        return current_names(stream)
+    if stream.kind in ("temperature", "speed", "scalar"):
+        return SCALAR_NAMES
+    raise ValueError(f"no features for stream kind {stream.kind!r}")
+
+
+def make_extractor(stream: StreamConfig, machine: MachineConfig) -> FeatureExtractor:
+    """The feature extractor of ``stream`` (its ``names`` equal :func:`feature_names`)."""
+    if stream.kind == "vibration":
+        return VibrationExtractor(stream, machine)
+    if stream.kind == "current":
+        return CurrentExtractor(stream, machine)
+    if stream.kind in ("temperature", "speed", "scalar"):
+        return ScalarExtractor(stream, machine)
+    raise ValueError(f"no features for stream kind {stream.kind!r}")
+
+
+def warmup(stream: StreamConfig, machine: MachineConfig) -> None:
+    """Compile every kernel ``stream`` needs: float32 and float64, writable and read-only input.
+
+    Runs one dummy batch of each through :meth:`FeatureExtractor.compute_batch` and
+    :meth:`FeatureExtractor.compute` (numba's disk cache makes a second start fast).
+    """
+    ex = make_extractor(stream, machine)
+    shape = (stream.window_samples,) if stream.channels == 1 else (stream.window_samples, stream.channels)
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((2, *shape))
+    shaft = np.full(2, machine.shaft_hz or 25.0)
+    out = np.empty((2, len(ex.names)))
+    for dtype in (np.float32, np.float64):
+        x = base.astype(dtype)
+        ro = np.frombuffer(x.tobytes(), dtype=dtype).reshape(x.shape)  # read-only
+        for arr in (x, ro):
+            ex.compute_batch(arr, shaft, out)
+            ex.compute(arr[0], float(shaft[0]), out[0])

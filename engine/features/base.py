@@ -8,7 +8,6 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 import numpy.typing as npt
-
 from machinewatch.engine.config import MachineConfig, StreamConfig
 
 F64 = npt.NDArray[np.float64]
@@ -26,9 +25,7 @@ def as_windows(windows: npt.ArrayLike, window_samples: int, channels: int) -> np
         a = a.astype(np.float64)
     want = (window_samples,) if channels == 1 else (window_samples, channels)
     if a.ndim != 1 + len(want) or a.shape[1:] != want:
-        raise ValueError(
-            f"windows must have shape (n, {', '.join(map(str, want))}), got {a.shape}"
-        )
+        raise ValueError(f"windows must have shape (n, {', '.join(map(str, want))}), got {a.shape}")
     return np.ascontiguousarray(a)
 
 
@@ -76,9 +73,7 @@ class FeatureExtractor(ABC):
         ok = self.compute_batch(v[np.newaxis], None if shaft_hz is None else [shaft_hz], out[np.newaxis])
         return bool(ok[0])
 
-    def compute_batch(
-        self, windows: npt.ArrayLike, shaft_hz: npt.ArrayLike | None, out: F64
-    ) -> BoolArray:
+    def compute_batch(self, windows: npt.ArrayLike, shaft_hz: npt.ArrayLike | None, out: F64) -> BoolArray:
         """Features of ``n`` windows into ``out`` (shape ``(n, len(names))``, float64).
 
         Returns ``ok`` (bool, shape ``(n,)``): False where a window held NaN/inf; that row of
@@ -87,8 +82,9 @@ class FeatureExtractor(ABC):
         x = as_windows(windows, self.stream.window_samples, self.stream.channels)
         n = x.shape[0]
         if out.shape != (n, self.n_features) or out.dtype != np.float64:
-            raise ValueError(f"out must be float64 of shape ({n}, {self.n_features}), got "
-                             f"{out.dtype} {out.shape}")
+            raise ValueError(
+                f"out must be float64 of shape ({n}, {self.n_features}), got {out.dtype} {out.shape}"
+            )
         ok = np.ones(n, dtype=np.bool_)
         if n:
             self._batch(x, shaft_array(shaft_hz, n, self.machine.shaft_hz), out, ok)

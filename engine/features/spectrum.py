@@ -19,9 +19,8 @@ __all__ = ["hann_bin", "line_bins", "median_abs", "power_weights"]
 import math
 
 import numpy as np
-from numba import njit
-
 from machinewatch.engine.numba_opts import NJIT
+from numba import njit
 
 
 @njit(**NJIT)
@@ -29,8 +28,8 @@ def _line_bins(f_hz: float, tol: float, df: float, kmin: int, kmax: int) -> tupl
     """Inclusive bin range ``(lo, hi)`` of a line; ``lo > hi`` when it is not observable."""
     if not (f_hz > 0.0 and f_hz < np.inf) or not df > 0.0:
         return 1, 0
-    lo = int(math.ceil(f_hz * (1.0 - tol) / df - 0.5))
-    hi = int(math.floor(f_hz * (1.0 + tol) / df + 0.5))
+    lo = math.ceil(f_hz * (1.0 - tol) / df - 0.5)
+    hi = math.floor(f_hz * (1.0 + tol) / df + 0.5)
     if hi > kmax:
         return 1, 0  # the line (or part of its band) lies beyond the usable spectrum
     return max(lo, kmin), hi
