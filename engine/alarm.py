@@ -183,7 +183,8 @@ class AlarmMachine:
         if self._restored:  # first data after a restart: re-assert a restored alarm
             self._restored = False
             if self.state == "ALARM":
-                return Decision("ALARM", "ALARM", "restored alarm confirmed by the first data after restart")
+                # from RESTORED: the pipeline energises on entering ALARM, and at boot nothing was
+                return Decision("RESTORED", "ALARM", "restored latched alarm, first data after restart")
         if not changed or self.state == "SHELVED":
             return None
         if cond == "ALARM":
@@ -289,10 +290,11 @@ class QualityAlarm:
         return Decision(old, to, reason)
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
+def atomic_write_json(path: Path, obj: Any, fsync: bool = True) -> None:
     """Write JSON so a crash leaves the old file or the new one, never half of one.
 
-    tmp file in the same directory, fsync, rename over the target, fsync the directory.
+    tmp file in the same directory, fsync, rename over the target, fsync the directory
+    (``fsync=False`` skips both fsyncs, for files that are only informative).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -300,10 +302,13 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.write(fd, data)
-        os.fsync(fd)
+        if fsync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    if not fsync:
+        return
     dfd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dfd)

@@ -135,7 +135,7 @@ def test_restored_alarm_reasserted_by_first_window(tmp_path: Path) -> None:
     m2 = AlarmMachine(cfg, "NORMAL")
     m2.restore(m.snapshot())
     d = m2.update(0.0, 1.0)
-    assert d is not None and (d.from_state, d.to_state) == ("ALARM", "ALARM") and "restored" in d.reason
+    assert d is not None and (d.from_state, d.to_state) == ("RESTORED", "ALARM") and "restored" in d.reason
     assert m2.update(0.0, 1.0) is None and m2.state == "ALARM"
 
 
