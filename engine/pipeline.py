@@ -22,7 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from machinewatch.connectors.actuators.policy import PolicedActuator
 from machinewatch.connectors.base import Actuator, Rejected, Sink, Source
+from machinewatch.engine.alarm import AlarmStore, QualityAlarm, atomic_write_json
 from machinewatch.engine.config import Config, PluginConfig
 from machinewatch.engine.errors import ConnectorError, SpoolError
 from machinewatch.engine.health import HealthSample, HealthServer, engine_metrics, engine_problems
@@ -32,6 +34,7 @@ from machinewatch.engine.logutil import RateLimitedLog
 from machinewatch.engine.registry import registry
 from machinewatch.engine.scoring import LearnedModel
 from machinewatch.engine.spool import Spool
+from machinewatch.engine.status import CommandDir, EngineStatus
 from machinewatch.engine.types import AlarmEvent, Chunk, Summary, Window
 
 log = logging.getLogger(__name__)
@@ -89,6 +92,15 @@ class Engine:
         self._act_q: asyncio.Queue[tuple[str, bool, AlarmEvent | None] | object] = asyncio.Queue(1024)
         self.last_chunk_wall: dict[str, float] = {}
         self._closing = False
+        # alarm state survives restarts (a latched alarm stays latched); quality alarms per stream
+        self.alarm_store = AlarmStore(config.engine.state_dir)
+        for name, snap in self.alarm_store.load().items():
+            if name in self.hot.alarms:
+                self.hot.alarms[name].restore(snap)
+        self.quality: dict[str, QualityAlarm] = {
+            a.stream_id(s): QualityAlarm(a.alarm.on_delay_windows, a.alarm.off_delay_windows)
+            for a in config.assets.values() for s in a.streams}
+        self.commands = CommandDir(config.engine.state_dir)
 
     def stop(self) -> None:
         """Ask the engine to stop: sources stop, the hot path drains, sinks flush."""
@@ -126,7 +138,12 @@ class Engine:
                 for snk in sinks:
                     self._sink_wake[snk.name] = asyncio.Event()
                     tg.create_task(self._sink_task(snk), name=f"sink.{snk.config.sinks[snk.name].kind}[{snk.name}]")
-                tg.create_task(self._actuator_task(actuators), name="actuators")
+                policed = {n: PolicedActuator(a) for n, a in actuators.items()}
+                tg.create_task(self._actuator_task(policed), name="actuators")
+                tg.create_task(self._watchdog_task(), name="watchdog")
+                status = self._status_link()
+                if status is not None:
+                    tg.create_task(status.run(self._closed), name="status")
                 tg.create_task(self._hot_task(), name="hotpath")
                 tg.create_task(self._sources_task(sources, stack), name="sources")
             st = self.spool.stats()
@@ -175,6 +192,9 @@ class Engine:
                     continue
                 self.counters["chunks_in"] += 1
                 self.last_chunk_wall[item.stream_id] = time.monotonic()
+                q = self.quality.get(item.stream_id)
+                if q is not None and q.state == "STALE":
+                    self._quality_event(item.stream_id, q.data(), item.t0_ns)
                 await self._chunks.put(item)
         finally:
             stop.cancel()
@@ -213,7 +233,9 @@ class Engine:
                 continue
             batch = [self._windows.popleft() for _ in range(min(_BATCH_WINDOWS, len(self._windows)))]
             results = await asyncio.to_thread(self.hot.features, batch)
-            self._dispatch(self.hot.apply(results))
+            out = self.hot.apply(results)
+            out.events.extend(self._quality_events(results))
+            self._dispatch(out)
         self._dispatch(Outputs(summaries=self.hot.flush()))
         self._closing = True
         self._closed.set()
@@ -234,6 +256,8 @@ class Engine:
                     self._act_q.put_nowait((act, e.to_state == "ALARM", e))
                 except asyncio.QueueFull:
                     self.counters["actuator_commands_dropped"] += 1
+        if any(e.kind == "machine" for e in out.events):
+            self._save_alarms()
         self._spool_put([*out.summaries, *out.events])
         self.counters["summaries"] += len(out.summaries)
         self.counters["alarm_events"] += len(out.events)
@@ -329,3 +353,104 @@ class Engine:
                     await asyncio.wait_for(act.safe_state(), 5.0)
                 except (ConnectorError, TimeoutError) as exc:
                     log.error("actuator %s: safe state failed: %s", name, exc)
+
+    # -- data quality, STALE watchdog, operator commands, alarm persistence ------------------------
+
+    def _quality_event(self, sid: str, d: Any, t_ns: int) -> AlarmEvent | None:
+        """Turn a quality decision into an event; dispatched at once when called off the hot path."""
+        if d is None:
+            return None
+        asset, _, stream = sid.partition("/")
+        a = self.config.assets[asset]
+        self.counters[f"quality_{d.to_state.lower()}"] += 1
+        e = AlarmEvent(a.site, asset, t_ns, d.from_state, d.to_state, d.reason, "quality", stream)
+        if d.to_state == "OK" and d.from_state == "STALE":
+            self._dispatch(Outputs(events=[e]))
+            return None
+        return e
+
+    def _quality_events(self, results: list[Any]) -> list[AlarmEvent]:
+        out = []
+        for r in results:
+            sid = r.window.stream_id
+            q = self.quality.get(sid)
+            if q is None or q.state == "STALE":
+                continue
+            e = self._quality_event(sid, q.update(r.flag), r.window.t_end_ns)
+            if e is not None:
+                out.append(e)
+        return out
+
+    def _save_alarms(self) -> None:
+        try:
+            self.alarm_store.save(self.hot.alarms)
+        except OSError as exc:
+            self._rl.warning("alarm-store", "cannot persist alarm state: %s", exc)
+
+    def command(self, cmd: dict[str, Any]) -> bool:
+        """Apply an operator command (``ack``, ``shelve``, ``unshelve``); True when it changed state."""
+        m = self.hot.alarms.get(str(cmd.get("asset")))
+        if m is None:
+            self.counters["commands_unknown_asset"] += 1
+            return False
+        by = str(cmd.get("by", ""))
+        kind = cmd.get("cmd")
+        if kind == "ack":
+            d = m.acknowledge(by)
+        elif kind == "shelve":
+            d = m.shelve(float(cmd.get("duration_s", 0.0)), by)
+        elif kind == "unshelve":
+            d = m.unshelve(f"unshelved by {by}" if by else "unshelved")
+        else:
+            return False
+        self.counters[f"commands_{kind}"] += 1
+        if d is None:
+            self._save_alarms()
+            return False
+        a = self.config.assets[str(cmd["asset"])]
+        self._dispatch(Outputs(events=[AlarmEvent(a.site, a.name, time.time_ns(), d.from_state, d.to_state,
+                                                  d.reason)]))
+        return True
+
+    def _status_link(self) -> EngineStatus | None:
+        for p in self.config.sources.values():
+            if p.kind == "mqtt" and p.options.get("status", True):
+                return EngineStatus(p.options, self.config.engine.site, f"sources.{p.name}",
+                                    lambda: self.counters, self.command,
+                                    float(p.options.get("heartbeat_s", 10.0)))
+        return None
+
+    def counters_snapshot(self) -> dict[str, int]:
+        """Every counter now (engine, buffers, hot path)."""
+        c = dict(self.counters) | {f"buffer_{k}": v for k, v in self.hot.buffer_counters().items()}
+        return c | dict(self.hot.counters)
+
+    async def _watchdog_task(self) -> None:
+        """Each 0.5 s (monotonic): STALE streams, shelf expiry, command files, counters file."""
+        started = time.monotonic()
+        counters_path = self.config.engine.state_dir / "counters.json"
+        while not self._closed.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), 0.5)
+            now = time.monotonic()
+            for a in self.config.assets.values():
+                for s in a.streams.values():
+                    sid = a.stream_id(s.name)
+                    silent = now - self.last_chunk_wall.get(sid, started)
+                    if silent > s.stale_after_s and self.quality[sid].state != "STALE":
+                        d = self.quality[sid].stale(silent)
+                        self.hot.buffers[sid].reset()  # never stitch a window across the silence
+                        e = self._quality_event(sid, d, time.time_ns())
+                        if e is not None:
+                            self._dispatch(Outputs(events=[e]))
+                m = self.hot.alarms[a.name]
+                d2 = m.poll()
+                if d2 is not None:
+                    self._dispatch(Outputs(events=[AlarmEvent(a.site, a.name, time.time_ns(), d2.from_state,
+                                                              d2.to_state, d2.reason)]))
+            for cmd in self.commands.take():
+                self.command(cmd)
+            with contextlib.suppress(OSError):
+                atomic_write_json(counters_path, self.counters_snapshot(), fsync=False)
+        with contextlib.suppress(OSError):
+            atomic_write_json(counters_path, self.counters_snapshot(), fsync=False)
