@@ -108,6 +108,7 @@ _VIB_NOISE_G = 0.02  # broadband noise, g RMS
 _VIB_RES_G = 0.03  # structural resonance response, g RMS
 _BEARING_PEAK_G = 1.5  # impact peak at severity 1
 _SPEED_JITTER = 0.002
+_BLOCK_S = 0.2  # seconds of waveform synthesised per call (chunk_cycles is exact to ~1e-5 rev)
 _LOOSE_AMPS = tuple(0.12 / math.sqrt(k) for k in range(1, 11))
 _LOOSE_PHASES = tuple((0.7 * k) % (2.0 * math.pi) for k in range(1, 11))
 
@@ -223,6 +224,22 @@ class _StreamGen:
     amps: tuple[float, ...] = ()
     phases: tuple[float, ...] = ()
     flat: dict[int, F32] = field(default_factory=dict)
+    buf: F32 | None = None  # frames generated ahead, shape (m, channels)
+    buf_k0: int = 0
+
+    def take(self, k0: int, n: int, block: int) -> F32:
+        """Frames ``[k0, k0 + n)``, generated ``block`` frames at a time.
+
+        Numpy's per-call overhead dominates at 1024 samples, so waveforms are synthesised a few
+        chunks ahead and handed out in slices (chunks of a stream are asked for in order).
+        """
+        if self.buf is None or k0 < self.buf_k0 or k0 + n > self.buf_k0 + self.buf.shape[0]:
+            m = max(n, block)
+            t = (k0 + np.arange(m, dtype=np.float64)) / self.cfg.rate_hz
+            self.buf = self.sensor_faults(t, self.frames(t))
+            self.buf_k0 = k0
+        i = k0 - self.buf_k0
+        return self.buf[i:i + n]
 
     def frames(self, t: F64) -> F32:
         """Healthy signal plus machine faults, shape ``(len(t), channels)``."""
@@ -581,9 +598,12 @@ class SimulatorSource(Source):
 
     def generate(self, gen: _StreamGen, slot: Slot) -> F32:
         """Interleaved samples of one chunk (advances the stream's state)."""
-        t = (slot.k0 + np.arange(slot.n, dtype=np.float64)) / gen.cfg.rate_hz
-        x = gen.frames(t)
-        x = gen.sensor_faults(t, x)
+        n = slot.n
+        block = n
+        if gen.cfg.kind in _WAVEFORM_KINDS:
+            # about 0.2 s of signal per synthesis call, in whole chunks
+            block = n * max(1, min(8, int(_BLOCK_S * gen.cfg.rate_hz) // max(n, 1)))
+        x = gen.take(slot.k0, n, block)
         return np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
 
     async def chunks(self) -> AsyncIterator[Chunk | Rejected]:
