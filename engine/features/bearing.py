@@ -29,7 +29,7 @@ def envelope_orders(bearing: BearingGeometry) -> np.ndarray:
 
     >>> g = BearingGeometry(9, 7.94, 39.04)
     >>> np.round(envelope_orders(g), 3).tolist()
-    [3.583, 7.166, 5.417, 10.834, 4.713, 0.398]
+    [3.585, 7.17, 5.415, 10.83, 4.713, 0.398]
     """
     o = bearing.orders()
     return np.array([o[key] * h for _, key, h in ENVELOPE_LINES], dtype=np.float64)
