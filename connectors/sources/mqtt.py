@@ -83,6 +83,18 @@ class TopicMap:
         for a in config.assets.values():
             for s in a.streams:
                 self._by_topic[self.topic_for(a.site, a.name, s)] = a.stream_id(s)
+        # what the engine itself publishes under the same tree is not input, and not an error
+        self.own_prefix = f"machinewatch/{config.engine.site}/_engine/"
+        self.own: set[str] = set()
+        for p in config.actuators.values():
+            if p.kind == "mqtt":
+                tpl = str(p.options.get("topic_template", "machinewatch/<site>/<asset>/command"))
+                for a in config.assets.values():
+                    self.own.add(tpl.replace("<site>", a.site).replace("<asset>", a.name))
+
+    def is_own(self, topic: str) -> bool:
+        """True for the engine's own status, heartbeat, command and actuator topics."""
+        return topic.startswith(self.own_prefix) or topic in self.own
 
     def topic_for(self, site: str, asset: str, stream: str) -> str:
         """The topic one stream is published on."""
@@ -198,15 +210,20 @@ class MqttSource(Source):
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the client (credentials resolved here, never logged)."""
-        kw = client_kwargs(self.options, self.path)
+        kw: dict[str, Any] = client_kwargs(self.options, self.path)
         kw.update(identifier=self.client_id, clean_session=self.clean_session,
                   max_queued_incoming_messages=self.max_queued, queue_type=self._queue_cls)
         return kw
 
-    def decode(self, topic: str, payload: bytes, now_ns: int | None = None) -> Chunk | Rejected:
-        """One message -> a chunk or a rejection (pure apart from the per-stream seq state)."""
+    def decode(self, topic: str, payload: bytes, now_ns: int | None = None) -> Chunk | Rejected | None:
+        """One message -> a chunk, a rejection, or ``None`` for the engine's own topics.
+
+        Pure apart from the per-stream sequence state.
+        """
         sid = self.topics.stream_id(topic)
         if sid is None:
+            if self.topics.is_own(topic):
+                return None
             return Rejected("unknown", "unknown_topic", topic[:120])
         try:
             d = decode_payload(payload, self.max_payload)
@@ -258,7 +275,9 @@ class MqttSource(Source):
                         payload = msg.payload
                         if not isinstance(payload, bytes | bytearray):
                             payload = b"" if payload is None else str(payload).encode()
-                        yield self.decode(str(msg.topic), payload)
+                        item = self.decode(str(msg.topic), payload)
+                        if item is not None:
+                            yield item
                         for _ in range(self._overflow()):
                             yield Rejected("mqtt", "queue_overflow", "incoming queue full")
             except aiomqtt.MqttError as exc:
