@@ -454,12 +454,12 @@ def plan_file(spec: FileSpec, loaded: Loaded) -> Iterator[_Item]:
         seg = loaded.data[a:b]
         t_start = float(loaded.times_s[a])
         while ri < len(rejects) and rejects[ri][0] <= t_start:
-            yield _Item(rejects[ri][0], order, detail=rejects[ri][1], reason="bad_row")
+            yield _Item(max(rejects[ri][0], last), order, detail=rejects[ri][1], reason="bad_row")
             ri += 1
             order += 1
         if q > 1:
             if seg.shape[0] < _MIN_DECIMATE_SAMPLES:
-                yield _Item(t_start, order, reason="short_segment",
+                yield _Item(max(t_start, last), order, reason="short_segment",
                             detail=f"{spec.path.name}: {seg.shape[0]} samples at t={t_start:.6g} s "
                                    f"are too few to decimate by {q}")
                 order += 1
@@ -472,10 +472,11 @@ def plan_file(spec: FileSpec, loaded: Loaded) -> Iterator[_Item]:
             block = seg[k:k + n]
             t0 = t_start + k / rate
             while ri < len(rejects) and rejects[ri][0] <= t0:
-                yield _Item(rejects[ri][0], order, detail=rejects[ri][1], reason="bad_row")
+                yield _Item(max(rejects[ri][0], last), order, detail=rejects[ri][1], reason="bad_row")
                 ri += 1
                 order += 1
-            last = t0 + block.shape[0] / rate
+            # a file whose time goes backwards is still emitted in file order
+            last = max(last, t0 + block.shape[0] / rate)
             yield _Item(last, order, block, t0, rate)
             order += 1
     for t_bad, detail in rejects[ri:]:
