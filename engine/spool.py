@@ -52,9 +52,11 @@ from typing import Any, TypeAlias
 
 from machinewatch.engine.errors import SpoolError
 from machinewatch.engine.health import HealthSample
+from machinewatch.engine.logutil import RateLimitedLog
 from machinewatch.engine.types import AlarmEvent, Summary
 
 log = logging.getLogger(__name__)
+_rl = RateLimitedLog(log)
 
 Record: TypeAlias = Summary | AlarmEvent | HealthSample
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -273,8 +275,8 @@ class Spool:
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('dropped_overflow', ?)", (self._dropped,))
             self._bytes -= freed
             self._records -= n
-            log.warning("spool %s full (%d bytes): dropped the %d oldest record(s)",
-                        self.path, self.max_bytes, n)
+            _rl.warning(f"full:{self.path}", "spool %s full (%d bytes): dropping the oldest records "
+                        "(%d so far)", self.path, self.max_bytes, self._dropped)
 
     def peek(self, sink: str, limit: int) -> list[tuple[int, Record]]:
         """Up to ``limit`` records ``sink`` has not acknowledged, oldest first, with their ids.
