@@ -62,11 +62,11 @@ class TopicMap:
     >>> from machinewatch.engine.config import load_config_text
     >>> cfg = load_config_text('''
     ... [assets.p1.streams.t]
-    ... kind = "temperature"
+    ... kind = "scalar"
     ... rate_hz = 1
     ... [sources.x]
-    ... kind = "replay"
-    ... path = "x"
+    ... kind = "mqtt"
+    ... url = "mqtt://127.0.0.1:1883"
     ... ''')
     >>> tm = TopicMap(DEFAULT_TEMPLATE, cfg)
     >>> tm.subscription, tm.stream_id("machinewatch/site1/p1/t"), tm.stream_id("machinewatch/site1/p1/x")
