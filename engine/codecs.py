@@ -53,6 +53,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
 from machinewatch.engine.errors import PayloadError
 
 FRAME_MAGIC = b"MWWF"

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+
 from machinewatch.connectors.mqttcommon import Backoff, client_kwargs
 
 log = logging.getLogger(__name__)

@@ -27,13 +27,14 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+
 from machinewatch.connectors.actuators.policy import POLICY_KEYS, policy_problems
 from machinewatch.connectors.base import Actuator
 from machinewatch.engine.config import Config
 from machinewatch.engine.errors import ConfigProblem, ConnectorError
 from machinewatch.engine.types import AlarmEvent
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
 
 log = logging.getLogger(__name__)
 _KEYS = POLICY_KEYS | {"host", "port", "device_id", "timeout_s", "outputs", "mode", "on_value", "off_value"}

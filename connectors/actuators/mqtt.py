@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiomqtt
+
 from machinewatch.connectors.actuators.policy import POLICY_KEYS, policy_problems
 from machinewatch.connectors.base import Actuator
 from machinewatch.connectors.mqttcommon import COMMON_KEYS, client_kwargs, validate_common

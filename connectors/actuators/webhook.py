@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+
 from machinewatch.connectors.actuators.policy import POLICY_KEYS, policy_problems
 from machinewatch.connectors.base import Actuator
 from machinewatch.engine.config import Config, resolve_secret

@@ -38,6 +38,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiomqtt
+
 from machinewatch.connectors.base import Rejected, Source
 from machinewatch.connectors.mqttcommon import COMMON_KEYS, Backoff, client_kwargs, validate_common
 from machinewatch.engine.codecs import MAX_PAYLOAD_BYTES, Decoded, decode_payload

@@ -34,6 +34,7 @@ async def _publish(
     options: dict[str, object], site: str, path: str, kind: str, body: dict[str, object]
 ) -> None:
     import aiomqtt
+
     from machinewatch.connectors.mqttcommon import client_kwargs
 
     async with aiomqtt.Client(**client_kwargs(options, path)) as c:

@@ -51,6 +51,7 @@ def _sim_options(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
 async def publish(cfg: Config, args: argparse.Namespace) -> int:
     """Run the simulator and publish every chunk; return the number of messages sent."""
     import aiomqtt
+
     from machinewatch.connectors.mqttcommon import client_kwargs
     from machinewatch.connectors.sources.simulator import SimulatorSource
     from machinewatch.engine.types import Chunk

@@ -12,6 +12,8 @@ from typing import Any
 import aiomqtt
 import pytest
 from aiohttp import web
+from servers import free_port
+
 from machinewatch.connectors.actuators.modbus import ModbusActuator
 from machinewatch.connectors.actuators.mqtt import MqttActuator
 from machinewatch.connectors.actuators.policy import PolicedActuator, PolicyCore
@@ -21,7 +23,6 @@ from machinewatch.engine.config import Config, load_config_text
 from machinewatch.engine.errors import ConfigError, ConnectorError
 from machinewatch.engine.registry import registry
 from machinewatch.engine.types import AlarmEvent
-from servers import free_port
 
 EV = AlarmEvent("s1", "p1", 1, "NORMAL", "ALARM", "score 9 vs threshold 1", score=9.0, threshold=1.0)
 

@@ -13,6 +13,7 @@ from typing import Any
 import aiomqtt
 import numpy as np
 import pytest
+
 from machinewatch.connectors.base import Rejected
 from machinewatch.connectors.sources.mqtt import MqttSource, SeqTracker, TopicMap
 from machinewatch.engine.codecs import encode_frame
