@@ -30,6 +30,7 @@ from pathlib import Path  # noqa: E402
 from types import ModuleType  # noqa: E402
 
 import numpy as np  # noqa: E402
+
 from machinewatch.engine import features  # noqa: E402
 from machinewatch.engine.config import BearingGeometry, MachineConfig, StreamConfig  # noqa: E402
 from machinewatch.engine.features.bearing import envelope_orders  # noqa: E402

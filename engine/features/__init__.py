@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 import numpy as np
+
 from machinewatch.engine.config import MachineConfig, StreamConfig
 from machinewatch.engine.features.base import FeatureExtractor
 from machinewatch.engine.features.current import CurrentExtractor, current_names

@@ -8,6 +8,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 import numpy.typing as npt
+
 from machinewatch.engine.config import MachineConfig, StreamConfig
 
 F64 = npt.NDArray[np.float64]

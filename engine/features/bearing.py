@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = ["ENVELOPE_LINES", "envelope_names", "envelope_orders"]
 
 import numpy as np
+
 from machinewatch.engine.config import BearingGeometry
 
 #: (feature name, fault order key, harmonic): BPFO and BPFI with their 2nd harmonic, the ball

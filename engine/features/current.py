@@ -31,11 +31,12 @@ import math
 import numpy as np
 import numpy.typing as npt
 import scipy.fft as sfft
+from numba import njit
+
 from machinewatch.engine.config import MachineConfig, StreamConfig
 from machinewatch.engine.features.base import F64, BoolArray, FeatureExtractor
 from machinewatch.engine.features.spectrum import _line_bins
 from machinewatch.engine.numba_opts import NJIT, NJIT_REDUCE
-from numba import njit
 
 #: search band of the fundamental around ``line_hz`` (relative)
 LINE_TOLERANCE = 0.05

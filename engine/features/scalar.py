@@ -16,10 +16,11 @@ import math
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
+
 from machinewatch.engine.config import MachineConfig, StreamConfig
 from machinewatch.engine.features.base import F64, BoolArray, FeatureExtractor
 from machinewatch.engine.numba_opts import NJIT
-from numba import njit
 
 SCALAR_NAMES = ("level", "slope", "roc", "min", "max")
 

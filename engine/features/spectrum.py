@@ -19,8 +19,9 @@ __all__ = ["hann_bin", "line_bins", "median_abs", "power_weights"]
 import math
 
 import numpy as np
-from machinewatch.engine.numba_opts import NJIT
 from numba import njit
+
+from machinewatch.engine.numba_opts import NJIT
 
 
 @njit(**NJIT)
@@ -98,21 +99,59 @@ def power_weights(n: int) -> np.ndarray:
 
 
 @njit(**NJIT)
+def _select(buf: np.ndarray, m: int, k: int) -> float:
+    """The ``k``-th smallest of ``buf[:m]`` (Hoare quickselect; reorders ``buf``)."""
+    lo = 0
+    hi = m - 1
+    while lo < hi:
+        a = buf[lo]
+        b = buf[(lo + hi) // 2]
+        c = buf[hi]
+        if a > b:
+            a, b = b, a
+        if b > c:
+            b = c
+        if a > b:
+            b = a
+        piv = b  # median of three
+        i = lo
+        j = hi
+        while i <= j:
+            while buf[i] < piv:
+                i += 1
+            while buf[j] > piv:
+                j -= 1
+            if i <= j:
+                t = buf[i]
+                buf[i] = buf[j]
+                buf[j] = t
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return float(buf[k])
+
+
+@njit(**NJIT)
 def _median_abs(a: np.ndarray, lo: int, hi: int, buf: np.ndarray) -> float:
-    """Median of ``a[lo:hi+1]`` (numpy's even-count rule), by insertion sort into ``buf``."""
+    """Median of ``a[lo:hi+1]`` (numpy's even-count rule), by quickselect in ``buf``."""
     m = hi - lo + 1
     if m <= 0:
         return np.nan
     for i in range(m):
-        v = a[lo + i]
-        j = i - 1
-        while j >= 0 and buf[j] > v:
-            buf[j + 1] = buf[j]
-            j -= 1
-        buf[j + 1] = v
+        buf[i] = a[lo + i]
+    h = m // 2
+    upper = _select(buf, m, h)
     if m % 2 == 1:
-        return float(buf[m // 2])
-    return 0.5 * (float(buf[m // 2 - 1]) + float(buf[m // 2]))
+        return upper
+    low = buf[0]  # after the selection buf[:h] holds the h smallest
+    for i in range(1, h):
+        low = max(low, buf[i])
+    return 0.5 * (float(low) + upper)
 
 
 def median_abs(a: np.ndarray, lo: int, hi: int) -> float:

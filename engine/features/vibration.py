@@ -40,12 +40,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import scipy.fft as sfft
+from numba import njit
+
 from machinewatch.engine.config import MachineConfig, StreamConfig
 from machinewatch.engine.features.base import F64, BoolArray, FeatureExtractor
 from machinewatch.engine.features.bearing import envelope_names, envelope_orders
 from machinewatch.engine.features.spectrum import _line_bins, _median_abs
 from machinewatch.engine.numba_opts import NJIT, NJIT_REDUCE
-from numba import njit
 
 TIME_NAMES = ("rms", "peak", "p2p", "crest", "kurtosis", "skewness", "shape_factor", "impulse_factor")
 N_BANDS = 8
@@ -66,19 +67,39 @@ def vibration_names(machine: MachineConfig) -> tuple[str, ...]:
 
 
 @njit(**NJIT_REDUCE)
-def _sums(x: np.ndarray) -> tuple[float, float, float, float]:
-    """``sum x``, ``sum x^2``, ``sum |x|`` and ``sum (x - x)`` (NaN iff a NaN/inf is present)."""
+def _sums(
+    x: np.ndarray, keys: np.ndarray, mask: int, shift: int
+) -> tuple[float, float, float, float, float, float]:
+    """One pass: ``sum x``, ``sum x^2``, ``sum |x|``, ``sum (x - x)`` (NaN iff a NaN/inf is
+    present), and min and max of ``x`` (meaningful only when that check passed).
+
+    Min and max go through integer keys (``keys`` is ``x`` viewed as same-width ints):
+    ``b ^ ((b >> shift) & mask)`` orders the bit patterns of finite floats like the floats, and
+    an integer min/max vectorises with the sums where a float one (NaN rules) keeps the whole
+    loop scalar (~5x slower here).
+    """
     s1 = 0.0
     s2 = 0.0
     sa = 0.0
     bad = 0.0
+    k0 = keys[0] ^ ((keys[0] >> shift) & mask)
+    kmn = k0
+    kmx = k0
     for j in range(x.shape[0]):
         v = np.float64(x[j])
         s1 += v
         s2 += v * v
         sa += abs(v)
         bad += v - v
-    return s1, s2, sa, bad
+        k = keys[j]
+        k = k ^ ((k >> shift) & mask)
+        kmn = min(kmn, k)
+        kmx = max(kmx, k)
+    t = np.empty(2, keys.dtype)
+    t[0] = kmn ^ ((kmn >> shift) & mask)
+    t[1] = kmx ^ ((kmx >> shift) & mask)
+    f = t.view(x.dtype)
+    return s1, s2, sa, bad, np.float64(f[0]), np.float64(f[1])
 
 
 @njit(**NJIT_REDUCE)
@@ -97,39 +118,16 @@ def _central(x: np.ndarray, mean: float) -> tuple[float, float, float]:
 
 
 @njit(**NJIT)
-def _min_max(x: np.ndarray, keys: np.ndarray, mask: int, shift: int) -> tuple[float, float]:
-    """Min and max of a finite array through integer keys (``keys`` is ``x`` viewed as ints).
-
-    ``b ^ ((b >> shift) & mask)`` orders the bit patterns of finite floats like the floats;
-    an integer min/max vectorises where a float one (NaN rules) stays scalar, ~10x here.
-    """
-    k0 = keys[0] ^ ((keys[0] >> shift) & mask)
-    mn = k0
-    mx = k0
-    for j in range(keys.shape[0]):
-        v = keys[j]
-        v = v ^ ((v >> shift) & mask)
-        mn = min(mn, v)
-        mx = max(mx, v)
-    t = np.empty(2, keys.dtype)
-    t[0] = mn ^ ((mn >> shift) & mask)
-    t[1] = mx ^ ((mx >> shift) & mask)
-    f = t.view(x.dtype)
-    return np.float64(f[0]), np.float64(f[1])
-
-
-@njit(**NJIT)
 def _time_features(x: np.ndarray, keys: np.ndarray, mask: int, shift: int, out: np.ndarray) -> bool:
     """Time-domain features of one window into ``out[:8]``; False (and NaN) on NaN/inf."""
     n = x.shape[0]
-    s1, s2, sa, bad = _sums(x)
+    s1, s2, sa, bad, mn, mx = _sums(x, keys, mask, shift)
     if bad != 0.0 or not math.isfinite(s2):  # NaN/inf input (or an overflowing square)
         out[:8] = np.nan
         return False
     mean = s1 / n
     rms = math.sqrt(s2 / n)
     mabs = sa / n
-    mn, mx = _min_max(x, keys, mask, shift)
     peak = max(abs(mn), abs(mx))
     c2, c3, c4 = _central(x, mean)
     m2 = c2 / n
@@ -163,25 +161,26 @@ def _int_keys(x: npt.NDArray[np.floating]) -> tuple[np.ndarray, np.integer[Any],
     return x.view(it), it(info.max), it(info.bits - 1)
 
 
-@njit(**NJIT)
-def _hann_power(xs: np.ndarray, p: np.ndarray, n: int) -> None:
-    """``p[k] = |Xw[k]|^2`` of the Hann-windowed spectrum, from the raw rFFT ``xs``."""
-    nb = xs.shape[0]
+@njit(**NJIT_REDUCE)
+def _hann_power(v: np.ndarray, p: np.ndarray, n: int) -> None:
+    """``p[k] = |Xw[k]|^2`` of the Hann-windowed spectrum from the raw rFFT.
+
+    ``v`` is the rFFT viewed as interleaved real/imaginary floats (``2 (n // 2 + 1)``): plain
+    strided float loads vectorise where complex ones did not.
+    """
+    nb = v.shape[0] // 2
     for k in range(1, nb - 1):
-        a = xs[k - 1]
-        b = xs[k]
-        c = xs[k + 1]
-        re = 0.5 * np.float64(b.real) - 0.25 * (np.float64(a.real) + np.float64(c.real))
-        im = 0.5 * np.float64(b.imag) - 0.25 * (np.float64(a.imag) + np.float64(c.imag))
+        re = 0.5 * np.float64(v[2 * k]) - 0.25 * (np.float64(v[2 * k - 2]) + np.float64(v[2 * k + 2]))
+        im = 0.5 * np.float64(v[2 * k + 1]) - 0.25 * (np.float64(v[2 * k - 1]) + np.float64(v[2 * k + 3]))
         p[k] = re * re + im * im
     # the ends wrap: X[-1] = conj(X[1]) and X[nb] = conj(X[n - nb])
-    re = 0.5 * np.float64(xs[0].real) - 0.5 * np.float64(xs[1].real)
+    re = 0.5 * np.float64(v[0]) - 0.5 * np.float64(v[2])
     p[0] = re * re  # X[0] is real; the imaginary parts of X[1] and conj(X[1]) cancel
     k = nb - 1
     if k > 0:
         j = n - nb
-        re = 0.5 * np.float64(xs[k].real) - 0.25 * (np.float64(xs[k - 1].real) + np.float64(xs[j].real))
-        im = 0.5 * np.float64(xs[k].imag) - 0.25 * (np.float64(xs[k - 1].imag) - np.float64(xs[j].imag))
+        re = 0.5 * np.float64(v[2 * k]) - 0.25 * (np.float64(v[2 * k - 2]) + np.float64(v[2 * j]))
+        im = 0.5 * np.float64(v[2 * k + 1]) - 0.25 * (np.float64(v[2 * k - 1]) - np.float64(v[2 * j + 1]))
         p[k] = re * re + im * im
 
 
@@ -209,7 +208,7 @@ def _spec_batch(
     col: int,
 ) -> None:
     """Band RMS, centroid and 1x-3x amplitudes of every ok row into ``out[:, col:]``."""
-    nb = xs.shape[1]
+    nb = xs.shape[1] // 2  # xs: rFFT rows as interleaved real/imaginary floats
     nbands = edges.shape[0] - 1
     p = np.empty(nb)
     band_scale = 1.0 / (n * n * 0.375)  # Parseval / Hann power gain (3/8)
@@ -289,15 +288,20 @@ def _env_batch(
         if not ok[i]:
             o[col : col + orders.shape[0]] = np.nan
             continue
-        row = es[i]
+        row = es[i]  # interleaved real/imaginary floats
         # Hann in the frequency domain, the envelope's mean (bin 0) removed first, so
         # neither the DC nor an off-bin line leaks into the floor around a line
         mag[0] = 0.0
-        for k in range(1, kmax + 1):
-            a = row[k - 1] if k > 1 else 0.0
-            b = row[k + 1]
-            re = 0.5 * np.float64(row[k].real) - 0.25 * (np.float64(a.real) + np.float64(b.real))
-            im = 0.5 * np.float64(row[k].imag) - 0.25 * (np.float64(a.imag) + np.float64(b.imag))
+        re = 0.5 * np.float64(row[2]) - 0.25 * np.float64(row[4])
+        im = 0.5 * np.float64(row[3]) - 0.25 * np.float64(row[5])
+        mag[1] = math.sqrt(re * re + im * im)
+        for k in range(2, kmax + 1):
+            re = 0.5 * np.float64(row[2 * k]) - 0.25 * (
+                np.float64(row[2 * k - 2]) + np.float64(row[2 * k + 2])
+            )
+            im = 0.5 * np.float64(row[2 * k + 1]) - 0.25 * (
+                np.float64(row[2 * k - 1]) + np.float64(row[2 * k + 3])
+            )
             mag[k] = math.sqrt(re * re + im * im)
         for m in range(orders.shape[0]):
             f = orders[m] * shaft[i]
@@ -311,6 +315,12 @@ def _env_batch(
             kc = math.floor(f / df + 0.5)
             floor = _median_abs(mag, max(1, kc - half), min(kmax, kc + half), buf)
             o[col + m] = amp / floor if floor > 0.0 else 0.0
+
+
+def _floats(z: np.ndarray) -> np.ndarray:
+    """A C-contiguous complex 2-D array viewed as interleaved real/imaginary floats."""
+    z = np.ascontiguousarray(z)
+    return z.view(np.float32 if z.dtype == np.complex64 else np.float64)
 
 
 class VibrationExtractor(FeatureExtractor):
@@ -371,7 +381,7 @@ class VibrationExtractor(FeatureExtractor):
         keys, mask, shift = _int_keys(x)
         _time_batch(x, keys, mask, shift, out, ok)
         xs = sfft.rfft(x, axis=1, workers=1)
-        _spec_batch(xs, ok, shaft_hz, self.n, self.df, self.tol, self.edges, out, len(TIME_NAMES))
+        _spec_batch(_floats(xs), ok, shaft_hz, self.n, self.df, self.tol, self.edges, out, len(TIME_NAMES))
         if self.orders.shape[0] == 0:
             return
         z = np.empty((x.shape[0], self.m), dtype=xs.dtype)
@@ -381,4 +391,4 @@ class VibrationExtractor(FeatureExtractor):
         _abs2(z, e)
         es = sfft.rfft(e, axis=1, workers=1)
         col = len(TIME_NAMES) + N_BANDS + 4
-        _env_batch(es, ok, shaft_hz, self.orders, self.tol, self.df, self.kmax, self.half, out, col)
+        _env_batch(_floats(es), ok, shaft_hz, self.orders, self.tol, self.df, self.kmax, self.half, out, col)

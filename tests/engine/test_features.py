@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from machinewatch.engine import features as F
 from machinewatch.engine.config import BearingGeometry, MachineConfig, StreamConfig
 from machinewatch.engine.features import current as cur_mod
@@ -470,3 +471,16 @@ def test_non_float_input_is_converted() -> None:
     ex = F.make_extractor(StreamConfig("t", "temperature", 1.0, 4, 4), MachineConfig())
     out, ok = run(ex, np.array([1, 2, 3, 4], dtype=np.int16), None)
     assert ok and out.tolist() == pytest.approx([2.5, 1.0, 1.0, 1.0, 4.0])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(0, 1e6, allow_nan=False), min_size=1, max_size=80),
+    st.integers(0, 79),
+    st.integers(0, 79),
+)
+def test_median_kernel_matches_numpy(vals: list[float], lo: int, span: int) -> None:
+    a = np.array(vals)
+    lo = min(lo, a.size - 1)
+    hi = min(lo + span, a.size - 1)
+    assert median_abs(a, lo, hi) == np.median(a[lo : hi + 1])
