@@ -171,7 +171,11 @@ def engine_metrics(engine: Any) -> dict[str, float]:
     Engine and hot-path counters as they are, queue depths, the spool's size, age and drops,
     and per sink its backlog, lag and its own counters (``sink_<name>_<counter>``).
     """
-    m: dict[str, float] = {k: float(v) for k, v in engine.counters.items()}
+    # always present (0 until something happens), so dashboards never query a missing field
+    m: dict[str, float] = dict.fromkeys(
+        ("chunks_in", "summaries", "alarm_events", "windows_scored", "windows_shed", "sink_write_errors"), 0.0
+    )
+    m.update({k: float(v) for k, v in engine.counters.items()})
     hot = getattr(engine, "hot", None)
     if hot is not None:
         m.update({k: float(v) for k, v in hot.counters.items()})
