@@ -30,7 +30,7 @@ class IsolationForestModel(AnomalyModel):
 
     Score ``2 ** (-E[h] / c(psi))`` (the paper's anomaly score: near 1 anomalous, about 0.5 or
     less normal), equal to ``-IsolationForest.score_samples``. Contribution ``i``: the score
-    times the share of the splits along the row's paths that used feature ``i``.
+    times the share of the trees in which feature ``i`` made the row's isolating (last) split.
 
     Parameters
     ----------

@@ -70,7 +70,10 @@ def _qmatmul(xq: np.ndarray, xs: np.ndarray, wq: np.ndarray, ws: np.ndarray, b: 
 def _iforest_depths(x: np.ndarray, feature: np.ndarray, thr: np.ndarray, left: np.ndarray,
                     right: np.ndarray, value: np.ndarray, value_scale: float, roots: np.ndarray,
                     depth: np.ndarray, counts: np.ndarray) -> None:
-    """Mean path length over the trees, and per-feature split counts along the paths.
+    """Mean path length over the trees, and per feature how often it made the isolating split.
+
+    The isolating split (the last one on a row's path) is what set the row apart; counting it
+    per feature attributes an anomaly to the sensor that drove it.
 
     Children are tree-local indices (``-1`` marks a leaf); ``roots[t]`` is tree ``t``'s offset.
     """
@@ -83,13 +86,16 @@ def _iforest_depths(x: np.ndarray, feature: np.ndarray, thr: np.ndarray, left: n
         for t in range(n_trees):
             r = roots[t]
             node = r
+            last = -1
             while left[node] >= 0:
                 f = feature[node]
-                counts[i, f] += 1.0
+                last = f
                 if x[i, f] <= thr[node]:
                     node = r + left[node]
                 else:
                     node = r + right[node]
+            if last >= 0:
+                counts[i, last] += 1.0
             total += value[node] * value_scale
         depth[i] = total / n_trees
 
@@ -137,7 +143,7 @@ def qlinear(x: npt.ArrayLike, wq: I8, ws: F64, b: F64 | None = None) -> F64:
 
 def iforest_depths(x: npt.NDArray[np.generic], arrays: dict[str, np.ndarray], value_scale: float = 1.0
                    ) -> tuple[F64, F64]:
-    """Mean isolation depth of rows over flattened trees, plus per-feature split counts.
+    """Mean isolation depth of rows over flattened trees, plus per-feature isolating-split counts.
 
     ``x`` is float64 (float model) or int8 (int8 model, compared with int8 thresholds).
     ``arrays`` holds ``feature``, ``threshold``, ``left``, ``right``, ``value`` and ``roots``.
