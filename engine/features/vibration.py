@@ -166,21 +166,24 @@ def _hann_power(v: np.ndarray, p: np.ndarray, n: int) -> None:
     """``p[k] = |Xw[k]|^2`` of the Hann-windowed spectrum from the raw rFFT.
 
     ``v`` is the rFFT viewed as interleaved real/imaginary floats (``2 (n // 2 + 1)``): plain
-    strided float loads vectorise where complex ones did not.
+    strided float loads vectorise where complex ones did not. The arithmetic stays in the
+    spectrum's precision (float32 for float32 windows: 2.5x faster, ~1e-7 relative error).
     """
     nb = v.shape[0] // 2
+    h = v.dtype.type(0.5)
+    q = v.dtype.type(0.25)
     for k in range(1, nb - 1):
-        re = 0.5 * np.float64(v[2 * k]) - 0.25 * (np.float64(v[2 * k - 2]) + np.float64(v[2 * k + 2]))
-        im = 0.5 * np.float64(v[2 * k + 1]) - 0.25 * (np.float64(v[2 * k - 1]) + np.float64(v[2 * k + 3]))
+        re = h * v[2 * k] - q * (v[2 * k - 2] + v[2 * k + 2])
+        im = h * v[2 * k + 1] - q * (v[2 * k - 1] + v[2 * k + 3])
         p[k] = re * re + im * im
     # the ends wrap: X[-1] = conj(X[1]) and X[nb] = conj(X[n - nb])
-    re = 0.5 * np.float64(v[0]) - 0.5 * np.float64(v[2])
+    re = h * v[0] - h * v[2]
     p[0] = re * re  # X[0] is real; the imaginary parts of X[1] and conj(X[1]) cancel
     k = nb - 1
     if k > 0:
         j = n - nb
-        re = 0.5 * np.float64(v[2 * k]) - 0.25 * (np.float64(v[2 * k - 2]) + np.float64(v[2 * j]))
-        im = 0.5 * np.float64(v[2 * k + 1]) - 0.25 * (np.float64(v[2 * k - 1]) - np.float64(v[2 * j + 1]))
+        re = h * v[2 * k] - q * (v[2 * k - 2] + v[2 * j])
+        im = h * v[2 * k + 1] - q * (v[2 * k - 1] - v[2 * j + 1])
         p[k] = re * re + im * im
 
 
@@ -190,8 +193,9 @@ def _range_sums(p: np.ndarray, lo: int, hi: int) -> tuple[float, float]:
     s = 0.0
     sk = 0.0
     for k in range(lo, hi):
-        s += p[k]
-        sk += k * p[k]
+        pk = np.float64(p[k])
+        s += pk
+        sk += k * pk
     return s, sk
 
 
@@ -210,7 +214,7 @@ def _spec_batch(
     """Band RMS, centroid and 1x-3x amplitudes of every ok row into ``out[:, col:]``."""
     nb = xs.shape[1] // 2  # xs: rFFT rows as interleaved real/imaginary floats
     nbands = edges.shape[0] - 1
-    p = np.empty(nb)
+    p = np.empty(nb, dtype=xs.dtype)
     band_scale = 1.0 / (n * n * 0.375)  # Parseval / Hann power gain (3/8)
     amp_scale = 2.0 / (n * 0.5)  # one-sided peak amplitude / Hann coherent gain (1/2)
     last_single = n % 2 == 0  # Nyquist bin counted once
@@ -244,7 +248,7 @@ def _spec_batch(
                 continue
             best = 0.0
             for k in range(lo, hi + 1):
-                best = max(best, p[k])
+                best = max(best, np.float64(p[k]))
             o[col + nbands + 1 + h] = math.sqrt(best) * amp_scale
 
 
@@ -281,8 +285,10 @@ def _env_batch(
     col: int,
 ) -> None:
     """Envelope line-to-floor ratios of every ok row into ``out[:, col:]``."""
-    mag = np.empty(kmax + 1)
-    buf = np.empty(2 * half + 1)
+    mag = np.empty(kmax + 1, dtype=es.dtype)  # the spectrum's precision, like _hann_power
+    buf = np.empty(2 * half + 1, dtype=es.dtype)
+    h = es.dtype.type(0.5)
+    q = es.dtype.type(0.25)
     for i in range(es.shape[0]):
         o = out[i]
         if not ok[i]:
@@ -292,17 +298,13 @@ def _env_batch(
         # Hann in the frequency domain, the envelope's mean (bin 0) removed first, so
         # neither the DC nor an off-bin line leaks into the floor around a line
         mag[0] = 0.0
-        re = 0.5 * np.float64(row[2]) - 0.25 * np.float64(row[4])
-        im = 0.5 * np.float64(row[3]) - 0.25 * np.float64(row[5])
-        mag[1] = math.sqrt(re * re + im * im)
+        re = h * row[2] - q * row[4]
+        im = h * row[3] - q * row[5]
+        mag[1] = np.sqrt(re * re + im * im)
         for k in range(2, kmax + 1):
-            re = 0.5 * np.float64(row[2 * k]) - 0.25 * (
-                np.float64(row[2 * k - 2]) + np.float64(row[2 * k + 2])
-            )
-            im = 0.5 * np.float64(row[2 * k + 1]) - 0.25 * (
-                np.float64(row[2 * k - 1]) + np.float64(row[2 * k + 3])
-            )
-            mag[k] = math.sqrt(re * re + im * im)
+            re = h * row[2 * k] - q * (row[2 * k - 2] + row[2 * k + 2])
+            im = h * row[2 * k + 1] - q * (row[2 * k - 1] + row[2 * k + 3])
+            mag[k] = np.sqrt(re * re + im * im)
         for m in range(orders.shape[0]):
             f = orders[m] * shaft[i]
             lo, hi = _line_bins(f, tol, df, 1, kmax)
@@ -311,7 +313,7 @@ def _env_batch(
                 continue
             amp = 0.0
             for k in range(lo, hi + 1):
-                amp = max(amp, mag[k])
+                amp = max(amp, np.float64(mag[k]))
             kc = math.floor(f / df + 0.5)
             floor = _median_abs(mag, max(1, kc - half), min(kmax, kc + half), buf)
             o[col + m] = amp / floor if floor > 0.0 else 0.0
