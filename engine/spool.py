@@ -46,7 +46,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -85,7 +85,9 @@ def encode_record(r: Record) -> tuple[str, bytes]:
         kind = "h"
     else:
         raise TypeError(f"cannot spool a {type(r).__name__}")
-    return kind, json.dumps(asdict(r), separators=(",", ":")).encode()
+    # shallow: asdict() deep-copies every nested dict first, for nothing
+    d = {f.name: getattr(r, f.name) for f in fields(r)}
+    return kind, json.dumps(d, separators=(",", ":")).encode()
 
 
 def decode_record(kind: str, body: bytes) -> Record:
