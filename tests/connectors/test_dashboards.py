@@ -74,13 +74,33 @@ def _dataset(tmp_path: Path) -> list[str]:
                 f |= {"windows": 6.0, "dq_nan": float(k % 3 == 0), "dq_flatline": 0.0}
                 streams[s.name] = f
             state = "ALARM" if a.name == ASSET and k >= 20 else "NORMAL"
-            fields = {"score_min": 0.1, "score_mean": 0.2 + k / 10, "score_max": 0.5 + k / 10,
-                      "threshold": 2.5, "windows_scored": 6.0, "state_code": 2.0 if state == "ALARM" else 0.0}
+            fields = {
+                "score_min": 0.1,
+                "score_mean": 0.2 + k / 10,
+                "score_max": 0.5 + k / 10,
+                "threshold": 2.5,
+                "windows_scored": 6.0,
+                "state_code": 2.0 if state == "ALARM" else 0.0,
+            }
             summaries.append(Summary(SITE, a.name, t, 10.0, state, fields, streams))
-    events.append(AlarmEvent(SITE, ASSET, T0 + 21 * 10**10, "NORMAL", "ALARM", "score 2.6 vs threshold 2.5",
-                             score=2.6, threshold=2.5, top_features=("vib.env_bpfo", "vib.kurtosis")))
-    events.append(AlarmEvent(SITE, ASSET, T0 + 5 * 10**10, "NORMAL", "SENSOR_FAULT", "flat line",
-                             kind="quality", stream="temp"))
+    events.append(
+        AlarmEvent(
+            SITE,
+            ASSET,
+            T0 + 21 * 10**10,
+            "NORMAL",
+            "ALARM",
+            "score 2.6 vs threshold 2.5",
+            score=2.6,
+            threshold=2.5,
+            top_features=("vib.env_bpfo", "vib.kurtosis"),
+        )
+    )
+    events.append(
+        AlarmEvent(
+            SITE, ASSET, T0 + 5 * 10**10, "NORMAL", "SENSOR_FAULT", "flat line", kind="quality", stream="temp"
+        )
+    )
     # health points with exactly the names the engine reports
     eng = Engine(cfg, install_signals=False)
     eng.spool = Spool(tmp_path / "spool.db", ["influx"])
@@ -117,14 +137,25 @@ def test_dashboards_are_there_and_use_the_provisioned_datasource() -> None:
         assert len(ids) == len(set(ids))
         for p in doc["panels"]:
             assert p["datasource"]["uid"] == "machinewatch-influxdb"
-            assert all(t["rawQuery"] and t["datasource"]["uid"] == "machinewatch-influxdb" for t in p["targets"])
+            assert all(
+                t["rawQuery"] and t["datasource"]["uid"] == "machinewatch-influxdb" for t in p["targets"]
+            )
 
 
 def test_asset_detail_shows_what_the_issue_asks_for() -> None:
     doc = json.loads((ROOT / "configs/grafana/dashboards/asset-detail.json").read_text())
     text = json.dumps(doc)
-    for field in ("rms_mean", "kurtosis_mean", "crest_mean", "env_bpfo_mean", "env_bpfi_mean", "rms_a_mean",
-                  "level_mean", "score_max", "threshold"):
+    for field in (
+        "rms_mean",
+        "kurtosis_mean",
+        "crest_mean",
+        "env_bpfo_mean",
+        "env_bpfi_mean",
+        "rms_a_mean",
+        "level_mean",
+        "score_max",
+        "threshold",
+    ):
         assert f'\\"{field}\\"' in text, field
     assert any(v["name"] == "asset" for v in doc["templating"]["list"])
     assert any(a.get("query", "").startswith('SELECT "reason"') for a in doc["annotations"]["list"])
@@ -134,7 +165,9 @@ CASES = [(p, label, q) for p in DASHBOARDS for label, q in _queries(json.loads(p
 
 
 @pytest.mark.parametrize(("path", "label", "query"), CASES, ids=[f"{p.stem}:{lab}" for p, lab, _ in CASES])
-def test_every_query_returns_its_series_and_fields(fed: InfluxDB1, path: Path, label: str, query: str) -> None:
+def test_every_query_returns_its_series_and_fields(
+    fed: InfluxDB1, path: Path, label: str, query: str
+) -> None:
     q = substitute(query)
     res = fed.query(q, DB)[0]
     series = res.get("series", [])
@@ -154,7 +187,9 @@ def test_every_query_returns_its_series_and_fields(fed: InfluxDB1, path: Path, l
 
 
 def test_site_all_matches_every_site(fed: InfluxDB1) -> None:
-    q = json.loads((ROOT / "configs/grafana/dashboards/fleet-overview.json").read_text())["panels"][0]["targets"][0]
+    q = json.loads((ROOT / "configs/grafana/dashboards/fleet-overview.json").read_text())["panels"][0][
+        "targets"
+    ][0]
     rows = fed.points(substitute(q["query"], site=".*").replace("\\.\\*", ".*"), DB)
     assert {r["asset"] for r in rows} == {"pump1", "fan1", "compressor1"}
     assert {r["asset"]: r["state"] for r in rows}["pump1"] == 2.0

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from servers import RunProcess, VictoriaMetrics, free_port
+
 from machinewatch.connectors.sinks.influxdb import InfluxSink, SinkBusy, parse_retry_after
 from machinewatch.connectors.sinks.local import open_db
 from machinewatch.engine.config import Config, load_config_text
@@ -31,15 +33,22 @@ from machinewatch.engine.lineprotocol import encode, escape_key, time_ok
 from machinewatch.engine.pipeline import Engine
 from machinewatch.engine.spool import Spool
 from machinewatch.engine.types import AlarmEvent, Summary
-from servers import RunProcess, VictoriaMetrics, free_port
 
 T0 = 1_700_000_000_000_000_000
 MACHINEWATCH = str(Path(sys.executable).parent / "machinewatch")
 
 
 def engine_toml(
-    state: Path, site: str, url: str, *, speedup: str = '"max"', duration_s: float = 300.0,
-    interval_s: float = 2.0, spool_max_bytes: int = 64 << 20, http_port: int = 0, local: bool = False,
+    state: Path,
+    site: str,
+    url: str,
+    *,
+    speedup: str = '"max"',
+    duration_s: float = 300.0,
+    interval_s: float = 2.0,
+    spool_max_bytes: int = 64 << 20,
+    http_port: int = 0,
+    local: bool = False,
     fault: bool = False,
 ) -> str:
     text = f"""
@@ -123,15 +132,32 @@ def dead_url() -> str:
 
 
 def test_line_protocol_escaping_and_dropping() -> None:
-    s = Summary("plant 1", "pump,1", T0, 10.0, 'AL"ARM', {"score max": 1.5, "bad": math.inf},
-                {"v=b": {"rms_mean": math.nan}})
-    e = AlarmEvent("plant 1", "pump,1", T0, "NORMAL", "ALARM", 'score "high"\\x', score=2.0,
-                   threshold=math.nan, top_features=("vib.rms", "vib.kurtosis"))
+    s = Summary(
+        "plant 1",
+        "pump,1",
+        T0,
+        10.0,
+        'AL"ARM',
+        {"score max": 1.5, "bad": math.inf},
+        {"v=b": {"rms_mean": math.nan}},
+    )
+    e = AlarmEvent(
+        "plant 1",
+        "pump,1",
+        T0,
+        "NORMAL",
+        "ALARM",
+        'score "high"\\x',
+        score=2.0,
+        threshold=math.nan,
+        top_features=("vib.rms", "vib.kurtosis"),
+    )
     enc = encode([s], [e], now_ns=T0)
     assert enc.lines == [
-        'machinewatch_summary,asset=pump\\,1,site=plant\\ 1,stream=_asset score\\ max=1.5,state_code=-1.0,'
+        "machinewatch_summary,asset=pump\\,1,site=plant\\ 1,stream=_asset score\\ max=1.5,state_code=-1.0,"
         f'state="AL\\"ARM" {T0}',
-        'machinewatch_alarm,asset=pump\\,1,kind=machine,site=plant\\ 1,stream=_asset from_code=0.0,to_code=2.0,'
+        "machinewatch_alarm,asset=pump\\,1,kind=machine,site=plant\\ 1,stream=_asset "
+        "from_code=0.0,to_code=2.0,"
         'score=2.0,from_state="NORMAL",to_state="ALARM",reason="score \\"high\\"\\\\x",'
         f'top_features="vib.rms,vib.kurtosis" {T0}',
     ]
@@ -194,8 +220,12 @@ async def test_rejected_rows_go_to_dead_letter_and_the_rest_is_written(tmp_path:
             raise _ApiError(400, "partial write: field type conflict")
 
     api = _FakeWriteApi(behave)
-    sink = InfluxSink("influx", {"url": "http://db:8086", "bucket": "b"}, _cfg(tmp_path),
-                      client_factory=lambda *a: _FakeClient(api))
+    sink = InfluxSink(
+        "influx",
+        {"url": "http://db:8086", "bucket": "b"},
+        _cfg(tmp_path),
+        client_factory=lambda *a: _FakeClient(api),
+    )
     good = [Summary("s", f"m{i}", T0 + i, 1.0, "NORMAL", {"x": 1.0}) for i in range(7)]
     bad = Summary("s", "bad", T0, 1.0, "NORMAL", {"x": 1.0})
     async with sink:
@@ -213,8 +243,12 @@ async def test_busy_server_raises_with_retry_after(tmp_path: Path, status: int) 
         raise _ApiError(status, "slow down", {"Retry-After": "12"})
 
     api = _FakeWriteApi(behave)
-    sink = InfluxSink("influx", {"url": "http://db:8086", "bucket": "b"}, _cfg(tmp_path),
-                      client_factory=lambda *a: _FakeClient(api))
+    sink = InfluxSink(
+        "influx",
+        {"url": "http://db:8086", "bucket": "b"},
+        _cfg(tmp_path),
+        client_factory=lambda *a: _FakeClient(api),
+    )
     async with sink:
         with pytest.raises(SinkBusy) as err:
             await sink.write([Summary("s", "m", T0, 1.0, "NORMAL", {"x": 1.0})], [])
@@ -227,8 +261,12 @@ async def test_auth_errors_are_retried_not_dead_lettered(tmp_path: Path) -> None
         raise _ApiError(401, "unauthorized")
 
     api = _FakeWriteApi(behave)
-    sink = InfluxSink("influx", {"url": "http://db:8086", "bucket": "b"}, _cfg(tmp_path),
-                      client_factory=lambda *a: _FakeClient(api))
+    sink = InfluxSink(
+        "influx",
+        {"url": "http://db:8086", "bucket": "b"},
+        _cfg(tmp_path),
+        client_factory=lambda *a: _FakeClient(api),
+    )
     async with sink:
         with pytest.raises(ConnectorError, match="HTTP 401"):
             await sink.write([Summary("s", "m", T0, 1.0, "NORMAL", {"x": 1.0})], [])
@@ -244,7 +282,9 @@ def test_options_are_validated_and_token_comes_from_env_or_file(
     s = InfluxSink("i", {"url": "http://db", "bucket": "db/rp", "token_env": "MW_TEST_TOKEN"}, _cfg(tmp_path))
     assert s.token == "user:password" and s.org == "-"
     (tmp_path / "tok").write_text("secret-token\n")
-    s = InfluxSink("i", {"url": "http://db", "bucket": "b", "token_file": str(tmp_path / "tok")}, _cfg(tmp_path))
+    s = InfluxSink(
+        "i", {"url": "http://db", "bucket": "b", "token_file": str(tmp_path / "tok")}, _cfg(tmp_path)
+    )
     assert s.token == "secret-token"
     with pytest.raises(ConfigError, match="token_env"):
         InfluxSink("i", {"url": "http://db", "bucket": "b", "token_env": "MW_UNSET_VAR_X"}, _cfg(tmp_path))
@@ -257,16 +297,32 @@ def test_options_are_validated_and_token_comes_from_env_or_file(
 
 async def test_write_and_read_back_exact(victoria: VictoriaMetrics, tmp_path: Path) -> None:
     site = "rb-" + uuid.uuid4().hex[:8]
-    sink = InfluxSink("influx", {"url": victoria.url, "bucket": "machinewatch", "org": "o"},
-                      _cfg(tmp_path))
+    sink = InfluxSink("influx", {"url": victoria.url, "bucket": "machinewatch", "org": "o"}, _cfg(tmp_path))
     summaries = [
-        Summary(site, "pump 1", T0 + i * 10**10, 10.0, "NORMAL" if i < 5 else "ALARM",
-                {"score_max": 0.25 * i, "threshold": 1.0, "bad": math.nan},
-                {"vib": {"rms_mean": 1.5 + i, "kurtosis_max": 3.0}, "temp": {"level_mean": 40.0 + i}})
+        Summary(
+            site,
+            "pump 1",
+            T0 + i * 10**10,
+            10.0,
+            "NORMAL" if i < 5 else "ALARM",
+            {"score_max": 0.25 * i, "threshold": 1.0, "bad": math.nan},
+            {"vib": {"rms_mean": 1.5 + i, "kurtosis_max": 3.0}, "temp": {"level_mean": 40.0 + i}},
+        )
         for i in range(10)
     ]
-    events = [AlarmEvent(site, "pump 1", T0 + 5 * 10**10, "NORMAL", "ALARM", "over", score=1.25,
-                         threshold=1.0, top_features=("vib.kurtosis",))]
+    events = [
+        AlarmEvent(
+            site,
+            "pump 1",
+            T0 + 5 * 10**10,
+            "NORMAL",
+            "ALARM",
+            "over",
+            score=1.25,
+            threshold=1.0,
+            top_features=("vib.kurtosis",),
+        )
+    ]
     health = [HealthSample(site, T0, {"spool_bytes": 123.0})]
     async with sink:
         await sink.write(summaries, events, health=health)
@@ -276,8 +332,12 @@ async def test_write_and_read_back_exact(victoria: VictoriaMetrics, tmp_path: Pa
     assert by_name["machinewatch_summary_score_max"] == 1 and by_name["machinewatch_summary_rms_mean"] == 1
     assert "machinewatch_summary_bad" not in by_name
     (score,) = series(victoria, "machinewatch_summary_score_max", site)
-    assert score["metric"] == {"__name__": "machinewatch_summary_score_max", "site": site,
-                               "asset": "pump 1", "stream": "_asset"}
+    assert score["metric"] == {
+        "__name__": "machinewatch_summary_score_max",
+        "site": site,
+        "asset": "pump 1",
+        "stream": "_asset",
+    }
     assert score["timestamps"] == [(T0 + i * 10**10) // 10**6 for i in range(10)]
     assert score["values"] == [0.25 * i for i in range(10)]
     (code,) = series(victoria, "machinewatch_summary_state_code", site)
@@ -305,7 +365,9 @@ def _assert_exactly_once(vm: VictoriaMetrics, site: str, n_summaries: int) -> li
     return sorted(ts)
 
 
-async def test_outage_under_load_every_summary_arrives_once(victoria: VictoriaMetrics, tmp_path: Path) -> None:
+async def test_outage_under_load_every_summary_arrives_once(
+    victoria: VictoriaMetrics, tmp_path: Path
+) -> None:
     site = "outage-" + uuid.uuid4().hex[:8]
     cfg = config(tmp_path, site, victoria.url, speedup="50.0", duration_s=320.0, interval_s=2.0, local=True)
     eng = Engine(cfg, install_signals=False)
@@ -313,8 +375,10 @@ async def test_outage_under_load_every_summary_arrives_once(victoria: VictoriaMe
     await until(lambda: eng.counters["sink_written_influx"] >= 20, "first writes")
     await asyncio.to_thread(victoria.stop)
     down_at = eng.counters["summaries"]
-    await until(lambda: eng.counters["sink_write_errors_influx"] >= 2 and eng.counters["summaries"] >= down_at + 20,
-                "failed writes during the outage")
+    await until(
+        lambda: eng.counters["sink_write_errors_influx"] >= 2 and eng.counters["summaries"] >= down_at + 20,
+        "failed writes during the outage",
+    )
     assert eng.spool is not None and eng.spool.pending("influx") > 0
     await asyncio.to_thread(victoria.start)
     report = await asyncio.wait_for(run, 60)
@@ -324,8 +388,10 @@ async def test_outage_under_load_every_summary_arrives_once(victoria: VictoriaMe
     assert ts == [ts[0] + 2000 * k for k in range(len(ts))]  # every interval, no gap
     db = open_db(tmp_path / "state" / "machinewatch.db")  # the local sink, same spool path
     assert db.execute("SELECT COUNT(*) FROM machinewatch_summary WHERE stream = ''").fetchone()[0] == n
-    print(f"\noutage: {n} summaries written, {len(ts)} read back, 0 duplicates, "
-          f"{report.counters['sink_write_errors']} failed writes retried")
+    print(
+        f"\noutage: {n} summaries written, {len(ts)} read back, 0 duplicates, "
+        f"{report.counters['sink_write_errors']} failed writes retried"
+    )
 
 
 def _metrics(port: int) -> dict[str, float]:
@@ -348,8 +414,17 @@ def test_kill_9_with_full_spool_then_restart_loses_nothing(
     site = "kill9-" + uuid.uuid4().hex[:8]
     port = free_port()
     cfg1 = tmp_path / "down.toml"  # database unreachable: everything stays in the spool
-    cfg1.write_text(engine_toml(tmp_path / "state", site, dead_url(), speedup="50.0", duration_s=3600.0,
-                                interval_s=1.0, http_port=port))
+    cfg1.write_text(
+        engine_toml(
+            tmp_path / "state",
+            site,
+            dead_url(),
+            speedup="50.0",
+            duration_s=3600.0,
+            interval_s=1.0,
+            http_port=port,
+        )
+    )
     eng = run_process([MACHINEWATCH, "run", str(cfg1)], name="engine1")
     t_end = time.monotonic() + 60
     while _metrics(port).get("spool_pending_influx", 0) < 100:  # /metrics is the health endpoint
@@ -364,8 +439,9 @@ def test_kill_9_with_full_spool_then_restart_loses_nothing(
     sp.close()
     assert len(expect) == spooled >= 50
     cfg2 = tmp_path / "up.toml"  # restart with the database back, and (almost) no new data
-    cfg2.write_text(engine_toml(tmp_path / "state", site, victoria.url, speedup='"max"', duration_s=0.5,
-                                interval_s=1.0))
+    cfg2.write_text(
+        engine_toml(tmp_path / "state", site, victoria.url, speedup='"max"', duration_s=0.5, interval_s=1.0)
+    )
     eng2 = run_process([MACHINEWATCH, "run", str(cfg2)], name="engine2")
     assert eng2.wait(60) == 0, eng2.log_tail()
     (code,) = series(victoria, "machinewatch_summary_state_code", site)
@@ -373,13 +449,17 @@ def test_kill_9_with_full_spool_then_restart_loses_nothing(
     assert len(set(got)) == len(got), "a summary arrived twice"
     assert set(expect) <= set(got)  # zero loss
     assert len(got) - len(expect) <= 1  # the restart's own half second may add its first interval
-    print(f"\nkill -9: {len(expect)} summaries in the spool at the crash, all {len(expect)} read back after restart")
+    print(
+        f"\nkill -9: {len(expect)} summaries in the spool at the crash, "
+        f"all {len(expect)} read back after restart"
+    )
 
 
 async def test_disk_quota_small_spool_with_database_down_keeps_monitoring(tmp_path: Path) -> None:
     limit = 65_536
-    cfg = config(tmp_path, "quota", dead_url(), duration_s=600.0, interval_s=1.0, spool_max_bytes=limit,
-                 fault=True)
+    cfg = config(
+        tmp_path, "quota", dead_url(), duration_s=600.0, interval_s=1.0, spool_max_bytes=limit, fault=True
+    )
     eng = Engine(cfg, install_signals=False)
     report = await asyncio.wait_for(eng.run(), 120)
     c = report.counters
@@ -392,5 +472,7 @@ async def test_disk_quota_small_spool_with_database_down_keeps_monitoring(tmp_pa
     sp.close()
     assert st.bytes <= limit and st.dropped_overflow == c["spool_dropped_overflow"]
     assert st.records + st.dropped_overflow >= c["summaries"] + c["alarm_events"]
-    print(f"\nquota: {c['summaries']} summaries, spool {st.bytes} B of {limit} B, "
-          f"{st.dropped_overflow} oldest dropped and counted")
+    print(
+        f"\nquota: {c['summaries']} summaries, spool {st.bytes} B of {limit} B, "
+        f"{st.dropped_overflow} oldest dropped and counted"
+    )

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from machinewatch.engine.errors import SpoolError
 from machinewatch.engine.health import HealthSample
 from machinewatch.engine.spool import Spool, decode_record, encode_record
