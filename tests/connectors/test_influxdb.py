@@ -476,3 +476,36 @@ async def test_disk_quota_small_spool_with_database_down_keeps_monitoring(tmp_pa
         f"\nquota: {c['summaries']} summaries, spool {st.bytes} B of {limit} B, "
         f"{st.dropped_overflow} oldest dropped and counted"
     )
+
+
+# ----------------------------------------------------------------------------- health endpoint
+
+
+async def test_health_endpoint_serves_healthz_and_prometheus_metrics() -> None:
+    from machinewatch.engine.health import HealthServer
+
+    problems: list[str] = []
+    metrics = {"spool_bytes": 1234.0, "sink_lag_s_influx-main": 2.5, "spool_dropped_overflow": 0.0}
+
+    async def get(port: int, path: str) -> tuple[int, str]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await writer.drain()
+        raw = (await reader.read()).decode()
+        writer.close()
+        head, _, body = raw.partition("\r\n\r\n")
+        return int(head.split(" ")[1]), body
+
+    async with HealthServer("127.0.0.1", 0, lambda: metrics, lambda: problems, {"site": "s1"}) as srv:
+        assert srv.port > 0
+        status, body = await get(srv.port, "/metrics")
+        assert status == 200
+        assert 'machinewatch_spool_bytes{site="s1"} 1234.0' in body.splitlines()
+        assert 'machinewatch_sink_lag_s_influx_main{site="s1"} 2.5' in body.splitlines()
+        assert "# TYPE machinewatch_spool_bytes gauge" in body
+        status, body = await get(srv.port, "/healthz")
+        assert status == 200 and '"ok"' in body
+        problems.append("sink influx: oldest unwritten record is 900 s old")
+        status, body = await get(srv.port, "/healthz")
+        assert status == 503 and "900 s old" in body
+        assert (await get(srv.port, "/nope"))[0] == 404
