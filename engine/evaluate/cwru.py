@@ -121,7 +121,7 @@ def evaluate_cwru(root: Path, **overrides: Any) -> dict[str, Any]:
     cfg = _config(bearing, float(normal[0]["rpm"]) / 60.0, opts, learn)
     base = replay(cfg, _chunks(x0[:half]), "cwru")
     if base.learned is None:
-        raise MachinewatchError("the CWRU baseline was not learned (too few windows?)")
+        raise MachinewatchError(f"the CWRU baseline was not learned ({learn} windows; {base.counters})")
     held = replay(cfg, _chunks(x0[half:]), "cwru", base.learned)
     files: list[dict[str, Any]] = []
     labels, scores = [np.zeros(len(held.score))], [held.score]
