@@ -484,3 +484,27 @@ def test_median_kernel_matches_numpy(vals: list[float], lo: int, span: int) -> N
     lo = min(lo, a.size - 1)
     hi = min(lo + span, a.size - 1)
     assert median_abs(a, lo, hi) == np.median(a[lo : hi + 1])
+
+
+def test_extractor_is_safe_to_share_between_threads() -> None:
+    """Per-thread scratch: concurrent batches of different sizes give the serial results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ex = F.make_extractor(vib_stream(1024), machine())
+    rng = np.random.default_rng(5)
+    batches = [rng.standard_normal((k, 1024)).astype(np.float32) for k in (7, 3, 7, 5, 2, 6)]
+    serial = []
+    for b in batches:
+        o = np.empty((b.shape[0], len(ex.names)))
+        ex.compute_batch(b, 25.0, o)
+        serial.append(o)
+
+    def work(b: np.ndarray) -> np.ndarray:
+        o = np.empty((b.shape[0], len(ex.names)))
+        for _ in range(20):
+            ex.compute_batch(b, 25.0, o)
+        return o
+
+    with ThreadPoolExecutor(2) as pool:
+        for got, want in zip(pool.map(work, batches), serial, strict=True):
+            np.testing.assert_array_equal(got, want)
