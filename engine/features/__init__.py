@@ -13,6 +13,22 @@ Contract (used by the pipeline, the benchmarks and the evaluation):
   ``ok`` a bool array ``(n,)``).
 - ``warmup(stream, machine)`` compiles every kernel a stream needs on a dummy window (including
   read-only input arrays), so no sensor sample ever waits for the compiler.
+
+Kinds and where their definitions live (each module's docstring states every feature, its
+units and its value on degenerate windows):
+
+- :mod:`.vibration` (``kind = "vibration"``): time-domain statistics, 8 band RMS, spectral
+  centroid, 1x/2x/3x amplitudes and, with a bearing geometry, squared-envelope-spectrum lines at
+  BPFO, BPFI (and their 2nd harmonics), 2 x BSF and FTF (:mod:`.bearing`); one rFFT per
+  window feeds all of them (:mod:`.spectrum` holds the shared conventions);
+- :mod:`.current` (``kind = "current"``, 1 or 3 phases): RMS per phase, imbalance, THD,
+  broken-rotor-bar sideband ratio;
+- :mod:`.scalar` (``temperature``, ``speed``, ``scalar``): level, slope, rate of change, min, max.
+
+Speed-dependent features are NaN when the shaft speed is unknown (``shaft_hz`` NaN or None
+with no fixed ``machine.shaft_hz``); that alone does not make ``compute`` return False.
+Extractors are safe to share between threads (``compute_batch`` may run in a worker thread;
+the kernels release the GIL).
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ def _median_abs(a: np.ndarray, lo: int, hi: int, buf: np.ndarray) -> float:
     for i in range(m):
         buf[i] = a[lo + i]
     h = m // 2
-    upper = _select(buf, m, h)
+    upper = float(_select(buf, m, h))
     if m % 2 == 1:
         return upper
     low = buf[0]  # after the selection buf[:h] holds the h smallest
