@@ -281,12 +281,13 @@ def extractors() -> list[tuple[F.FeatureExtractor, tuple[int, ...]]]:
     ]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("ix", range(6))
-def test_nan_and_inf_windows_flag_and_give_nan(bad: float, ix: int) -> None:
+def test_nan_and_inf_windows_flag_and_give_nan(bad: float, ix: int, dtype: type) -> None:
     ex, shape = extractors()[ix]
     rng = np.random.default_rng(ix)
-    batch = rng.standard_normal((3, *shape)).astype(np.float32)
+    batch = rng.standard_normal((3, *shape)).astype(dtype)
     batch[1].flat[shape[0] // 2] = bad
     out = np.zeros((3, len(ex.names)))
     ok = ex.compute_batch(batch, np.full(3, 25.0), out)
