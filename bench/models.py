@@ -11,6 +11,7 @@ import argparse
 import time
 
 import numpy as np
+
 from machinewatch.engine.evaluate.metrics import roc_auc
 from machinewatch.engine.registry import registry
 from machinewatch.models.quantize import decision_agreement, model_nbytes, quantize
@@ -25,16 +26,20 @@ def main() -> None:
     f = a.features
     rng = np.random.default_rng(0)
     mix = rng.normal(size=(f, f)) / np.sqrt(f)
+
     def gen(n: int) -> np.ndarray:
         return rng.normal(size=(n, f)) @ mix
+
     train, cal, test_h, test_f = gen(a.rows), gen(a.rows // 2), gen(2000), gen(2000)
     sd = train.std(axis=0)
     test_f[:, 3] += 3 * sd[3]
     test_f[:, 7] += 2 * sd[7]
     x = np.vstack([test_h, test_f])
     y = np.r_[np.zeros(len(test_h)), np.ones(len(test_f))]
-    print(f"{'model':<12} {'float B':>9} {'int8 B':>8} {'ratio':>6} {'agree':>7} {'AUC f':>6} {'AUC q':>6} "
-          f"{'us/row f':>9} {'us/row q':>9}")
+    print(
+        f"{'model':<12} {'float B':>9} {'int8 B':>8} {'ratio':>6} {'agree':>7} {'AUC f':>6} {'AUC q':>6} "
+        f"{'us/row f':>9} {'us/row q':>9}"
+    )
     for kind in registry.names("models"):
         m = registry.get("models", kind)().fit(train)
         q = quantize(m)
@@ -47,8 +52,10 @@ def main() -> None:
         t2 = time.perf_counter()
         sf, sq = m.score(x), q.score(x)
         bf, bq = model_nbytes(m), model_nbytes(q)
-        print(f"{kind:<12} {bf:>9} {bq:>8} {bf / bq:>6.1f} {decision_agreement(sf, tf, sq, tq):>7.4f} "
-              f"{roc_auc(y, sf):>6.3f} {roc_auc(y, sq):>6.3f} {(t1 - t0) / 500 * 1e6:>9.1f} {(t2 - t1) / 500 * 1e6:>9.1f}")
+        print(
+            f"{kind:<12} {bf:>9} {bq:>8} {bf / bq:>6.1f} {decision_agreement(sf, tf, sq, tq):>7.4f} "
+            f"{roc_auc(y, sf):>6.3f} {roc_auc(y, sq):>6.3f} {(t1 - t0) / 500 * 1e6:>9.1f} {(t2 - t1) / 500 * 1e6:>9.1f}"
+        )
 
 
 if __name__ == "__main__":

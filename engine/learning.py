@@ -69,7 +69,9 @@ class ModelStore:
                 errors.append(f"{slot}: {exc}")
                 log.error("asset %s: stored %s model refused: %s", asset, slot, exc)
                 continue
-            info = {k: v for k, v in sm.manifest.items() if k in ("training_rows", "training_sha256", "agreement")}
+            info = {
+                k: v for k, v in sm.manifest.items() if k in ("training_rows", "training_sha256", "agreement")
+            }
             return LearnedModel(sm.model, sm.threshold, info)
         if errors:
             raise ModelError(f"asset {asset}: no usable stored model ({'; '.join(errors)})")

@@ -8,10 +8,11 @@ import warnings
 from typing import Any
 
 import numpy as np
-from machinewatch.models.base import F64, AnomalyModel, robust_scale
-from machinewatch.models.kernels import qlinear, quantize_columns
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPRegressor
+
+from machinewatch.models.base import F64, AnomalyModel, robust_scale
+from machinewatch.models.kernels import qlinear, quantize_columns
 
 #: standardised inputs are clipped here for training only, so one outlier does not dominate
 _TRAIN_CLIP = 6.0
@@ -36,7 +37,9 @@ class AutoencoderModel(AnomalyModel):
     kind = "autoencoder"
     array_names = ("center", "scale", "ref", "sizes", "flat")
 
-    def __init__(self, bottleneck: int | None = None, max_iter: int = 400, seed: int = 0, **params: Any) -> None:
+    def __init__(
+        self, bottleneck: int | None = None, max_iter: int = 400, seed: int = 0, **params: Any
+    ) -> None:
         super().__init__(bottleneck=bottleneck, max_iter=max_iter, seed=seed, **params)
         self.bottleneck = bottleneck
         self.max_iter = int(max_iter)
@@ -48,14 +51,21 @@ class AutoencoderModel(AnomalyModel):
         f = x.shape[1]
         b = self.bottleneck or max(2, f // 3)
         h = max(b + 1, (f + b) // 2 + 1)
-        mlp = MLPRegressor(hidden_layer_sizes=(h, b, h), activation="tanh", max_iter=self.max_iter,
-                           random_state=self.seed, alpha=1e-4, tol=1e-5)
+        mlp = MLPRegressor(
+            hidden_layer_sizes=(h, b, h),
+            activation="tanh",
+            max_iter=self.max_iter,
+            random_state=self.seed,
+            alpha=1e-4,
+            tol=1e-5,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             mlp.fit(z, z)
         self.sizes_ = np.array([c.shape[0] for c in mlp.coefs_] + [f], dtype=np.int64)
-        self.flat_ = np.concatenate([np.concatenate([w.ravel(), bb]) for w, bb in
-                                     zip(mlp.coefs_, mlp.intercepts_, strict=True)])
+        self.flat_ = np.concatenate(
+            [np.concatenate([w.ravel(), bb]) for w, bb in zip(mlp.coefs_, mlp.intercepts_, strict=True)]
+        )
         self.ref_ = np.array([1.0])
         err = self._errors(x)
         self.ref_ = np.array([max(float(np.mean(err)), 1e-9)])
@@ -124,7 +134,9 @@ class QuantizedAutoencoder(AnomalyModel):
             n_in, n_out = int(self.sizes_[i]), int(self.sizes_[i + 1])
             w = self.wq_[aw : aw + n_in * n_out].reshape(n_in, n_out)
             aw += n_in * n_out
-            out.append((w, self.ws_[ab : ab + n_out].astype(np.float64), self.b_[ab : ab + n_out].astype(np.float64)))
+            out.append(
+                (w, self.ws_[ab : ab + n_out].astype(np.float64), self.b_[ab : ab + n_out].astype(np.float64))
+            )
             ab += n_out
         return out
 

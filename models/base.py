@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
+
 from machinewatch.engine.errors import ModelError, NotFittedError
 
 F64 = npt.NDArray[np.float64]

@@ -7,9 +7,10 @@ __all__ = ["IsolationForestModel", "QuantizedIsolationForest"]
 from typing import Any
 
 import numpy as np
+from sklearn.ensemble import IsolationForest
+
 from machinewatch.models.base import F64, AnomalyModel, robust_scale
 from machinewatch.models.kernels import QMAX, iforest_depths
-from sklearn.ensemble import IsolationForest
 
 #: leaf path lengths are stored in int8 form as uint8 multiples of this
 _VALUE_STEP = 1.0 / 8.0
@@ -39,7 +40,18 @@ class IsolationForestModel(AnomalyModel):
     """
 
     kind = "iforest"
-    array_names = ("center", "scale", "feature", "threshold", "left", "right", "value", "roots", "norm", "qscale")
+    array_names = (
+        "center",
+        "scale",
+        "feature",
+        "threshold",
+        "left",
+        "right",
+        "value",
+        "roots",
+        "norm",
+        "qscale",
+    )
 
     def __init__(self, n_estimators: int = 100, max_samples: int = 256, seed: int = 0, **params: Any) -> None:
         super().__init__(n_estimators=n_estimators, max_samples=max_samples, seed=seed, **params)
@@ -51,7 +63,9 @@ class IsolationForestModel(AnomalyModel):
         self.center_, self.scale_ = robust_scale(x)
         z = (x - self.center_) / self.scale_
         psi = min(self.max_samples, len(z))
-        forest = IsolationForest(n_estimators=self.n_estimators, max_samples=psi, random_state=self.seed).fit(z)
+        forest = IsolationForest(n_estimators=self.n_estimators, max_samples=psi, random_state=self.seed).fit(
+            z
+        )
         feats, thr, left, right, value, roots = [], [], [], [], [], []
         at = 0
         for est, cols in zip(forest.estimators_, forest.estimators_features_, strict=True):
@@ -81,8 +95,11 @@ class IsolationForestModel(AnomalyModel):
 
     def _walk(self, x: F64) -> tuple[F64, F64]:
         z = (x - self.center_) / self.scale_
-        arrays = {n: getattr(self, n + "_") for n in ("feature", "threshold", "left", "right", "value", "roots")}
-        return iforest_depths(z, arrays)
+        arrays = {
+            n: getattr(self, n + "_") for n in ("feature", "threshold", "left", "right", "value", "roots")
+        }
+        depth, counts = iforest_depths(z, arrays)
+        return depth, counts
 
     def _score(self, x: F64) -> F64:
         depth, _ = self._walk(x)
@@ -91,7 +108,9 @@ class IsolationForestModel(AnomalyModel):
     def _contributions(self, x: F64) -> F64:
         depth, counts = self._walk(x)
         s = 2.0 ** (-depth / self.norm_[0])
-        return np.asarray(s[:, None] * counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0), dtype=np.float64)
+        return np.asarray(
+            s[:, None] * counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0), dtype=np.float64
+        )
 
     def quantize(self) -> QuantizedIsolationForest:
         """int8 form: inputs and thresholds on a per-feature int8 grid, compact node arrays."""
@@ -126,8 +145,11 @@ class QuantizedIsolationForest(AnomalyModel):
     def _walk(self, x: F64) -> tuple[F64, F64]:
         z = (x - self.center_) / self.scale_
         xq = np.clip(np.rint(z / self.qscale_), -QMAX, QMAX).astype(np.int8)
-        arrays = {n: getattr(self, n + "_") for n in ("feature", "threshold", "left", "right", "value", "roots")}
-        return iforest_depths(xq, arrays, _VALUE_STEP)
+        arrays = {
+            n: getattr(self, n + "_") for n in ("feature", "threshold", "left", "right", "value", "roots")
+        }
+        depth, counts = iforest_depths(xq, arrays, _VALUE_STEP)
+        return depth, counts
 
     def _score(self, x: F64) -> F64:
         depth, _ = self._walk(x)
@@ -136,7 +158,9 @@ class QuantizedIsolationForest(AnomalyModel):
     def _contributions(self, x: F64) -> F64:
         depth, counts = self._walk(x)
         s = 2.0 ** (-depth / self.norm_[0])
-        return np.asarray(s[:, None] * counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0), dtype=np.float64)
+        return np.asarray(
+            s[:, None] * counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0), dtype=np.float64
+        )
 
 
 IsolationForestModel.quantized_class = QuantizedIsolationForest

@@ -24,8 +24,9 @@ __all__ = [
 
 import numpy as np
 import numpy.typing as npt
-from machinewatch.engine.numba_opts import NJIT
 from numba import njit
+
+from machinewatch.engine.numba_opts import NJIT
 
 F64 = npt.NDArray[np.float64]
 I8 = npt.NDArray[np.int8]
@@ -54,8 +55,9 @@ def _quantize_rows(x: np.ndarray, q: np.ndarray, s: np.ndarray) -> None:
 
 
 @njit(**NJIT)
-def _qmatmul(xq: np.ndarray, xs: np.ndarray, wq: np.ndarray, ws: np.ndarray, b: np.ndarray,
-             out: np.ndarray) -> None:
+def _qmatmul(
+    xq: np.ndarray, xs: np.ndarray, wq: np.ndarray, ws: np.ndarray, b: np.ndarray, out: np.ndarray
+) -> None:
     n, k = xq.shape
     m = wq.shape[1]
     for i in range(n):
@@ -67,9 +69,18 @@ def _qmatmul(xq: np.ndarray, xs: np.ndarray, wq: np.ndarray, ws: np.ndarray, b: 
 
 
 @njit(**NJIT)
-def _iforest_depths(x: np.ndarray, feature: np.ndarray, thr: np.ndarray, left: np.ndarray,
-                    right: np.ndarray, value: np.ndarray, value_scale: float, roots: np.ndarray,
-                    depth: np.ndarray, counts: np.ndarray) -> None:
+def _iforest_depths(
+    x: np.ndarray,
+    feature: np.ndarray,
+    thr: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
+    value: np.ndarray,
+    value_scale: float,
+    roots: np.ndarray,
+    depth: np.ndarray,
+    counts: np.ndarray,
+) -> None:
     """Mean path length over the trees, and per feature how often it made the isolating split.
 
     The isolating split (the last one on a row's path) is what set the row apart; counting it
@@ -141,8 +152,9 @@ def qlinear(x: npt.ArrayLike, wq: I8, ws: F64, b: F64 | None = None) -> F64:
     return out
 
 
-def iforest_depths(x: npt.NDArray[np.generic], arrays: dict[str, np.ndarray], value_scale: float = 1.0
-                   ) -> tuple[F64, F64]:
+def iforest_depths(
+    x: npt.NDArray[np.generic], arrays: dict[str, np.ndarray], value_scale: float = 1.0
+) -> tuple[F64, F64]:
     """Mean isolation depth of rows over flattened trees, plus per-feature isolating-split counts.
 
     ``x`` is float64 (float model) or int8 (int8 model, compared with int8 thresholds).
@@ -152,7 +164,15 @@ def iforest_depths(x: npt.NDArray[np.generic], arrays: dict[str, np.ndarray], va
     depth = np.empty(n, dtype=np.float64)
     counts = np.empty((n, f), dtype=np.float64)
     _iforest_depths(
-        np.ascontiguousarray(x), arrays["feature"], arrays["threshold"], arrays["left"], arrays["right"],
-        arrays["value"], float(value_scale), arrays["roots"], depth, counts,
+        np.ascontiguousarray(x),
+        arrays["feature"],
+        arrays["threshold"],
+        arrays["left"],
+        arrays["right"],
+        arrays["value"],
+        float(value_scale),
+        arrays["roots"],
+        depth,
+        counts,
     )
     return depth, counts

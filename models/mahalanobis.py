@@ -7,9 +7,10 @@ __all__ = ["MahalanobisModel", "QuantizedMahalanobis"]
 from typing import ClassVar
 
 import numpy as np
+from sklearn.covariance import LedoitWolf
+
 from machinewatch.models.base import F64, AnomalyModel, robust_scale
 from machinewatch.models.kernels import qlinear, quantize_columns
-from sklearn.covariance import LedoitWolf
 
 
 class MahalanobisModel(AnomalyModel):

@@ -7,6 +7,7 @@ __all__ = ["PCAModel", "QuantizedPCA"]
 from typing import Any
 
 import numpy as np
+
 from machinewatch.models.base import F64, AnomalyModel, robust_scale
 from machinewatch.models.kernels import qlinear, quantize_columns
 
@@ -68,7 +69,9 @@ class PCAModel(AnomalyModel):
     def _score(self, x: F64) -> F64:
         _, u, r = self._parts(x)
         k = self.whiten_.shape[1]
-        return np.asarray(np.sum(u * u, axis=1) / k + np.sum(r * r, axis=1) / self.spe_ref_[0], dtype=np.float64)
+        return np.asarray(
+            np.sum(u * u, axis=1) / k + np.sum(r * r, axis=1) / self.spe_ref_[0], dtype=np.float64
+        )
 
     def _contributions(self, x: F64) -> F64:
         z, u, r = self._parts(x)
@@ -107,12 +110,18 @@ class QuantizedPCA(AnomalyModel):
 
     def _parts(self, x: F64) -> tuple[F64, F64, F64]:
         z = (x - self.center_) / self.scale_
-        return z, qlinear(z, self.w1_, self.w1s_.astype(np.float64)), qlinear(z, self.wr_, self.wrs_.astype(np.float64))
+        return (
+            z,
+            qlinear(z, self.w1_, self.w1s_.astype(np.float64)),
+            qlinear(z, self.wr_, self.wrs_.astype(np.float64)),
+        )
 
     def _score(self, x: F64) -> F64:
         _, u, r = self._parts(x)
         k = self.w1_.shape[1]
-        return np.asarray(np.sum(u * u, axis=1) / k + np.sum(r * r, axis=1) / self.spe_ref_[0], dtype=np.float64)
+        return np.asarray(
+            np.sum(u * u, axis=1) / k + np.sum(r * r, axis=1) / self.spe_ref_[0], dtype=np.float64
+        )
 
     def _contributions(self, x: F64) -> F64:
         z, u, r = self._parts(x)

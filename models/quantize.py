@@ -6,6 +6,7 @@ __all__ = ["decision_agreement", "model_nbytes", "quantize"]
 
 import numpy as np
 import numpy.typing as npt
+
 from machinewatch.models.base import AnomalyModel
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from machinewatch.engine.errors import ModelError
 from machinewatch.models.base import AnomalyModel
 
@@ -66,9 +67,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def save_model(
-    path: str | os.PathLike[str], model: AnomalyModel, threshold: float, **meta: Any
-) -> Path:
+def save_model(path: str | os.PathLike[str], model: AnomalyModel, threshold: float, **meta: Any) -> Path:
     """Write ``model`` (fitted) and its threshold; ``meta`` adds manifest entries.
 
     Returns the manifest path. ``meta`` may hold ``training_rows``, ``training_sha256``,
@@ -110,9 +109,7 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON-able: {type(o).__name__}")
 
 
-def load_model(
-    path: str | os.PathLike[str], feature_names: tuple[str, ...] | None = None
-) -> StoredModel:
+def load_model(path: str | os.PathLike[str], feature_names: tuple[str, ...] | None = None) -> StoredModel:
     """Read a model saved by :func:`save_model`; check its hash and (if given) its features."""
     from machinewatch.engine.registry import registry  # models are found by kind, like the engine does
 
@@ -127,21 +124,28 @@ def load_model(
     if not isinstance(manifest, dict):
         raise ModelError(f"model manifest {man} is not a JSON object")
     if data[:1] in _PICKLE_MAGIC or not data.startswith(b"PK"):
-        raise ModelError(f"refusing {npz}: not a plain .npz archive (a pickle?); model files hold arrays only")
+        raise ModelError(
+            f"refusing {npz}: not a plain .npz archive (a pickle?); model files hold arrays only"
+        )
     if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise ModelError(f"{man}: schema_version {manifest.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+        raise ModelError(
+            f"{man}: schema_version {manifest.get('schema_version')!r}, expected {SCHEMA_VERSION}"
+        )
     digest = hashlib.sha256(data).hexdigest()
     if digest != manifest.get("arrays_sha256"):
-        raise ModelError(f"{npz}: sha256 mismatch (file {digest[:12]}, manifest "
-                         f"{str(manifest.get('arrays_sha256'))[:12]}): the model file is damaged or was altered")
+        raise ModelError(
+            f"{npz}: sha256 mismatch (file {digest[:12]}, manifest "
+            f"{str(manifest.get('arrays_sha256'))[:12]}): the model file is damaged or was altered"
+        )
     names = tuple(manifest.get("feature_names", ()))
     if feature_names is not None and tuple(feature_names) != names:
         missing = [n for n in feature_names if n not in names]
         extra = [n for n in names if n not in feature_names]
         raise ModelError(
-            f"{man}: model features differ from the config's ({len(names)} in the model, {len(feature_names)} "
-            f"configured; missing {missing[:5]}, unexpected {extra[:5]}"
-            + ("; same names, other order" if not missing and not extra else "") + "): retrain the model"
+            f"{man}: model features differ from the config's ({len(names)} in the model, "
+            f"{len(feature_names)} configured; missing {missing[:5]}, unexpected {extra[:5]}"
+            + ("; same names, other order" if not missing and not extra else "")
+            + "): retrain the model"
         )
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:

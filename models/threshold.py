@@ -6,10 +6,13 @@ __all__ = ["calibrate_threshold"]
 
 import numpy as np
 import numpy.typing as npt
+
 from machinewatch.engine.errors import ModelError
 
 
-def calibrate_threshold(healthy_scores: npt.ArrayLike, quantile: float = 0.995, margin: float = 1.25) -> float:
+def calibrate_threshold(
+    healthy_scores: npt.ArrayLike, quantile: float = 0.995, margin: float = 1.25
+) -> float:
     """A high quantile of healthy scores times a margin.
 
     >>> calibrate_threshold([1.0, 2.0, 3.0, 4.0], quantile=0.5, margin=2.0)

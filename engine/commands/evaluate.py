@@ -19,10 +19,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", choices=("skab", "cwru", "femto"))
     p.add_argument("dir", type=Path, help="data folder (e.g. ../shared/data/skab)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--plot", type=Path, metavar="OUT.png", help="draw score and threshold (needs the plot extra)")
+    p.add_argument(
+        "--plot", type=Path, metavar="OUT.png", help="draw score and threshold (needs the plot extra)"
+    )
     p.add_argument("--model", help="model kind (default: the data set's default)")
-    p.add_argument("--float", dest="quantized", action="store_false", default=None,
-                   help="score with the float model instead of int8")
+    p.add_argument(
+        "--float",
+        dest="quantized",
+        action="store_false",
+        default=None,
+        help="score with the float model instead of int8",
+    )
 
 
 def _clean(o: Any) -> Any:
@@ -44,21 +51,31 @@ def _table(res: dict[str, Any]) -> str:
     if ds == "skab":
         lines.append(f"{'file':<40} {'TP':>6} {'FP':>6} {'TN':>6} {'FN':>6}")
         for f in res["files"]:
-            lines.append(f"{Path(f['file']).name[-40:]:<40} {f['tp']:>6} {f['fp']:>6} {f['tn']:>6} {f['fn']:>6}")
-        lines.append(f"F1 {res['f1']:.3f}  FAR {res['far']:.2f} %  MAR {res['mar']:.2f} %  NAB standard "
-                     f"{res['nab_standard']:.2f}  low-FP {res['nab_low_fp']:.2f}  low-FN {res['nab_low_fn']:.2f}")
+            lines.append(
+                f"{Path(f['file']).name[-40:]:<40} {f['tp']:>6} {f['fp']:>6} {f['tn']:>6} {f['fn']:>6}"
+            )
+        lines.append(
+            f"F1 {res['f1']:.3f}  FAR {res['far']:.2f} %  MAR {res['mar']:.2f} %  NAB standard "
+            f"{res['nab_standard']:.2f}  low-FP {res['nab_low_fp']:.2f}  low-FN {res['nab_low_fn']:.2f}"
+        )
     elif ds == "cwru":
         lines.append(f"{'file':<20} {'condition':<12} {'detection':>9}  diagnosis")
         for f in res["files"]:
-            lines.append(f"{f['file']:<20} {f['condition']:<12} {f['detection_rate']:>9.3f}  {f['diagnosis']}")
-        lines.append(f"false-alarm rate {res['false_alarm_rate']:.3f}  AUC {res['auc']:.3f}  "
-                     f"diagnosis accuracy (inner/outer race) {res['diagnosis_accuracy']:.2f}")
+            lines.append(
+                f"{f['file']:<20} {f['condition']:<12} {f['detection_rate']:>9.3f}  {f['diagnosis']}"
+            )
+        lines.append(
+            f"false-alarm rate {res['false_alarm_rate']:.3f}  AUC {res['auc']:.3f}  "
+            f"diagnosis accuracy (inner/outer race) {res['diagnosis_accuracy']:.2f}"
+        )
     else:
         lines.append(f"{'bearing':<12} {'first alarm s':>13} {'end s':>9} {'lead s':>9} {'early FA':>8}")
         for b in res["bearings"]:
             fa = "-" if b["first_alarm_s"] is None else f"{b['first_alarm_s']:.0f}"
-            lines.append(f"{b['bearing']:<12} {fa:>13} {b['end_s']:>9.0f} {b['lead_time_s']:>9.0f} "
-                         f"{b['false_alarms_before_half_life']:>8}")
+            lines.append(
+                f"{b['bearing']:<12} {fa:>13} {b['end_s']:>9.0f} {b['lead_time_s']:>9.0f} "
+                f"{b['false_alarms_before_half_life']:>8}"
+            )
     return "\n".join(lines)
 
 
@@ -80,7 +97,9 @@ def _plot(res: dict[str, Any], out: Path) -> None:
         ax.plot(t, thr, "r--", lw=0.7, label="threshold")
         ax.set_yscale("symlog")
         if len(s) > 3:  # SKAB: shade the labelled anomalies
-            ax.fill_between(t, 0, 1, where=s[3], transform=ax.get_xaxis_transform(), color="orange", alpha=0.25)
+            ax.fill_between(
+                t, 0, 1, where=s[3], transform=ax.get_xaxis_transform(), color="orange", alpha=0.25
+            )
         ax.set_title(str(item.get("file") or item.get("bearing")), fontsize=8)
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
@@ -90,7 +109,9 @@ def _plot(res: dict[str, Any], out: Path) -> None:
 def main(args: argparse.Namespace) -> int:
     from machinewatch.engine.evaluate import cwru, femto, skab
 
-    run = {"skab": skab.evaluate_skab, "cwru": cwru.evaluate_cwru, "femto": femto.evaluate_femto}[args.dataset]
+    run = {"skab": skab.evaluate_skab, "cwru": cwru.evaluate_cwru, "femto": femto.evaluate_femto}[
+        args.dataset
+    ]
     if not args.dir.is_dir():
         raise MachinewatchError(f"{args.dir}: no such data folder")
     res = run(args.dir, model=args.model, quantized=args.quantized)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from machinewatch.engine.config import Config, load_config
 from machinewatch.engine.errors import ModelError
 from machinewatch.engine.hotpath import HotPath, model_factory
@@ -75,7 +76,9 @@ async def _collect(cfg: Config, assets: set[str], limit: int, bar: _Bar) -> dict
                     if r.features is None:
                         scorer.invalidate(stream)
                         continue
-                    due = scorer.update(FeatureFrame(r.window.stream_id, r.window.t_end_ns, r.features), stream)
+                    due = scorer.update(
+                        FeatureFrame(r.window.stream_id, r.window.t_end_ns, r.features), stream
+                    )
                     if due is not None and np.isfinite(due[0]).all():
                         if not limit or len(vectors[asset]) < limit:
                             vectors[asset].append(due[0])
@@ -100,14 +103,24 @@ def main(args: argparse.Namespace) -> int:
         if len(x) < 6:
             raise ModelError(f"asset {name}: only {len(x)} feature vectors in the recorded data; need >= 6")
         m = a.model
-        learned = fit_baseline(x, hot_names[name].names, model_factory(m.kind, dict(m.options)),
-                               m.threshold_quantile, m.threshold_margin, quantized=m.quantized)
+        learned = fit_baseline(
+            x,
+            hot_names[name].names,
+            model_factory(m.kind, dict(m.options)),
+            m.threshold_quantile,
+            m.threshold_margin,
+            quantized=m.quantized,
+        )
         path = store.save(name, learned)
         info = learned.info
         extra = ""
         if "agreement" in info:
-            extra = (f", int8 {info['int8_bytes']} B vs float {info['float_bytes']} B, "
-                     f"float/int8 agreement {float(info['agreement']):.4f}")  # type: ignore[arg-type]
-        print(f"asset {name}: {m.kind}{' int8' if m.quantized else ''} fitted on {len(x)} vectors, "
-              f"threshold {learned.threshold:.4g}{extra} -> {path}")
+            extra = (
+                f", int8 {info['int8_bytes']} B vs float {info['float_bytes']} B, "
+                f"float/int8 agreement {float(info['agreement']):.4f}"
+            )  # type: ignore[arg-type]
+        print(
+            f"asset {name}: {m.kind}{' int8' if m.quantized else ''} fitted on {len(x)} vectors, "
+            f"threshold {learned.threshold:.4g}{extra} -> {path}"
+        )
     return 0

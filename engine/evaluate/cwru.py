@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from machinewatch.engine.config import (
     AlarmConfig,
     AssetConfig,
@@ -47,8 +48,7 @@ RATE_HZ = 12000.0
 WINDOW = 4096
 HOP = 1024
 DIAG_MIN_RATIO = 3.0
-_DIAG = {"outer_race": ("env_bpfo", "env_bpfo_h2"), "inner_race": ("env_bpfi",),
-         "ball": ("env_bsf2",)}
+_DIAG = {"outer_race": ("env_bpfo", "env_bpfo_h2"), "inner_race": ("env_bpfi",), "ball": ("env_bsf2",)}
 
 
 def read_bearing(path: Path) -> BearingGeometry:
@@ -56,17 +56,30 @@ def read_bearing(path: Path) -> BearingGeometry:
     t = tomllib.loads(Path(path).read_text())
     unit = 25.4 if "ball_diameter_in" in t else 1.0
     sfx = "in" if unit != 1.0 else "mm"
-    return BearingGeometry(int(t["balls"]), float(t[f"ball_diameter_{sfx}"]) * unit,
-                           float(t[f"pitch_diameter_{sfx}"]) * unit, float(t.get("contact_angle_deg", 0.0)))
+    return BearingGeometry(
+        int(t["balls"]),
+        float(t[f"ball_diameter_{sfx}"]) * unit,
+        float(t[f"pitch_diameter_{sfx}"]) * unit,
+        float(t.get("contact_angle_deg", 0.0)),
+    )
 
 
 def _config(bearing: BearingGeometry, shaft_hz: float, opts: dict[str, Any], learn: int) -> Config:
     s = StreamConfig("de", "vibration", RATE_HZ, WINDOW, HOP, units="g")
     a = AssetConfig(
-        name="cwru", site="eval", description="CWRU drive end", primary_stream="de", streams={"de": s},
+        name="cwru",
+        site="eval",
+        description="CWRU drive end",
+        primary_stream="de",
+        streams={"de": s},
         machine=MachineConfig(shaft_hz=shaft_hz, bearing=bearing),
-        model=ModelConfig(kind=opts["model"], learn_windows=learn, quantized=bool(opts["quantized"]),
-                          threshold_quantile=opts["threshold_quantile"], threshold_margin=opts["threshold_margin"]),
+        model=ModelConfig(
+            kind=opts["model"],
+            learn_windows=learn,
+            quantized=bool(opts["quantized"]),
+            threshold_quantile=opts["threshold_quantile"],
+            threshold_margin=opts["threshold_margin"],
+        ),
         alarm=replace(AlarmConfig(), on_delay_windows=opts["on_delay_windows"], off_delay_windows=3),
     )
     return Config(EngineConfig(), {"cwru": a}, {}, {}, {})
@@ -74,7 +87,9 @@ def _config(bearing: BearingGeometry, shaft_hz: float, opts: dict[str, Any], lea
 
 def _chunks(x: np.ndarray, chunk: int = HOP) -> Iterator[Chunk]:
     for i in range(0, len(x) - chunk + 1, chunk):
-        yield Chunk("cwru/de", round(i * 1e9 / RATE_HZ), RATE_HZ, i // chunk, x[i : i + chunk].astype(np.float32))
+        yield Chunk(
+            "cwru/de", round(i * 1e9 / RATE_HZ), RATE_HZ, i // chunk, x[i : i + chunk].astype(np.float32)
+        )
 
 
 def _n_windows(n: int) -> int:
@@ -96,8 +111,14 @@ def evaluate_cwru(root: Path, **overrides: Any) -> dict[str, Any]:
     import scipy.io as sio
     from scipy.signal import decimate
 
-    opts = {"model": "mahalanobis", "quantized": True, "on_delay_windows": 3, "threshold_quantile": 0.995,
-            "threshold_margin": 1.5, **{k: v for k, v in overrides.items() if v is not None}}
+    opts = {
+        "model": "mahalanobis",
+        "quantized": True,
+        "on_delay_windows": 3,
+        "threshold_quantile": 0.995,
+        "threshold_margin": 1.5,
+        **{k: v for k, v in overrides.items() if v is not None},
+    }
     root = Path(root)
     manifest = list(csv.DictReader(open(root / "MANIFEST.csv", newline="")))
     bearing = read_bearing(root / "BEARING.toml")
@@ -109,7 +130,7 @@ def evaluate_cwru(root: Path, **overrides: Any) -> dict[str, Any]:
         x = np.asarray(sio.loadmat(root / row["file"])[row["channel"]], dtype=np.float64).ravel()
         rate = float(row["rate_hz"])
         if rate != RATE_HZ:
-            q = int(round(rate / RATE_HZ))
+            q = round(rate / RATE_HZ)
             if abs(rate / q - RATE_HZ) > 1e-6:
                 raise MachinewatchError(f"{row['file']}: {rate} Hz is no integer multiple of {RATE_HZ} Hz")
             x = decimate(x, q, ftype="fir", zero_phase=True)
@@ -131,13 +152,22 @@ def evaluate_cwru(root: Path, **overrides: Any) -> dict[str, Any]:
         c = _config(bearing, float(row["rpm"]) / 60.0, opts, learn)
         r = replay(c, _chunks(load(row)), "cwru", base.learned)
         diag, strength = diagnose(r.features, r.names)
-        files.append({"file": row["file"], "condition": row["condition"],
-                      "detection_rate": float(np.mean(r.alarm)) if len(r.alarm) else 0.0,
-                      "diagnosis": diag, "envelope": strength, "windows": len(r.alarm),
-                      "_series": (r.t_ns / 1e9, r.score, r.threshold)})
+        files.append(
+            {
+                "file": row["file"],
+                "condition": row["condition"],
+                "detection_rate": float(np.mean(r.alarm)) if len(r.alarm) else 0.0,
+                "diagnosis": diag,
+                "envelope": strength,
+                "windows": len(r.alarm),
+                "_series": (r.t_ns / 1e9, r.score, r.threshold),
+            }
+        )
         labels.append(np.ones(len(r.score)))
         scores.append(r.score)
-    diag_ok = [f["diagnosis"] == f["condition"] for f in files if f["condition"] in ("inner_race", "outer_race")]
+    diag_ok = [
+        f["diagnosis"] == f["condition"] for f in files if f["condition"] in ("inner_race", "outer_race")
+    ]
     return {
         "dataset": "cwru",
         "model": opts["model"],
@@ -146,7 +176,9 @@ def evaluate_cwru(root: Path, **overrides: Any) -> dict[str, Any]:
         "false_alarm_rate": float(np.mean(held.alarm)) if len(held.alarm) else 0.0,
         "auc": roc_auc(np.concatenate(labels), np.concatenate(scores)),
         "diagnosis_accuracy": float(np.mean(diag_ok)) if diag_ok else float("nan"),
-        "diagnosis_all": float(np.mean([f["diagnosis"] == f["condition"] for f in files])) if files else float("nan"),
+        "diagnosis_all": float(np.mean([f["diagnosis"] == f["condition"] for f in files]))
+        if files
+        else float("nan"),
         "held_out_windows": len(held.alarm),
         "learn_windows": learn,
         "threshold": base.learned.threshold,

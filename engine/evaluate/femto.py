@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from machinewatch.engine.config import (
     AlarmConfig,
     AssetConfig,
@@ -47,9 +48,15 @@ def read_acc(path: Path) -> np.ndarray:
 
 def evaluate_femto(root: Path, **overrides: Any) -> dict[str, Any]:
     """Lead time and early false alarms of every bearing run listed in ``MANIFEST.csv``."""
-    opts = {"model": "mahalanobis", "quantized": True, "on_delay_windows": 3, "off_delay_windows": 3,
-            "threshold_quantile": 0.995, "threshold_margin": 1.5,
-            **{k: v for k, v in overrides.items() if v is not None}}
+    opts = {
+        "model": "mahalanobis",
+        "quantized": True,
+        "on_delay_windows": 3,
+        "off_delay_windows": 3,
+        "threshold_quantile": 0.995,
+        "threshold_margin": 1.5,
+        **{k: v for k, v in overrides.items() if v is not None},
+    }
     root = Path(root)
     bearing = read_bearing(root / "BEARING.toml")
     out = []
@@ -57,7 +64,9 @@ def evaluate_femto(root: Path, **overrides: Any) -> dict[str, Any]:
         name = row["bearing"]
         rate = float(row["rate_hz"])
         period = float(row["file_period_s"])
-        files = sorted((int(m.group(1)), p) for p in (root / name).glob("acc_*.csv") if (m := _ACC.search(p.name)))
+        files = sorted(
+            (int(m.group(1)), p) for p in (root / name).glob("acc_*.csv") if (m := _ACC.search(p.name))
+        )
         if not files:
             raise MachinewatchError(f"{root / name}: no acc_*.csv files")
         first = read_acc(files[0][1])
@@ -65,18 +74,30 @@ def evaluate_femto(root: Path, **overrides: Any) -> dict[str, Any]:
         streams = {ax: StreamConfig(ax, "vibration", rate, win, win, units="g") for ax in ("h", "v")}
         n_learn = sum(1 for k, _ in files if (k - 1) * period < LEARN_S)
         asset = AssetConfig(
-            name="femto", site="eval", description=name, primary_stream="h", streams=streams,
+            name="femto",
+            site="eval",
+            description=name,
+            primary_stream="h",
+            streams=streams,
             machine=MachineConfig(shaft_hz=float(row["rpm"]) / 60.0, bearing=bearing),
-            model=ModelConfig(kind=opts["model"], learn_windows=max(10, n_learn), quantized=bool(opts["quantized"]),
-                              threshold_quantile=opts["threshold_quantile"],
-                              threshold_margin=opts["threshold_margin"]),
-            alarm=replace(AlarmConfig(), on_delay_windows=opts["on_delay_windows"],
-                          off_delay_windows=opts["off_delay_windows"]),
+            model=ModelConfig(
+                kind=opts["model"],
+                learn_windows=max(10, n_learn),
+                quantized=bool(opts["quantized"]),
+                threshold_quantile=opts["threshold_quantile"],
+                threshold_margin=opts["threshold_margin"],
+            ),
+            alarm=replace(
+                AlarmConfig(),
+                on_delay_windows=opts["on_delay_windows"],
+                off_delay_windows=opts["off_delay_windows"],
+            ),
         )
         cfg = Config(EngineConfig(), {"femto": asset}, {}, {}, {})
 
-        def chunks(files: list[tuple[int, Path]] = files, win: int = win, rate: float = rate,
-                   period: float = period) -> Any:
+        def chunks(
+            files: list[tuple[int, Path]] = files, win: int = win, rate: float = rate, period: float = period
+        ) -> Any:
             for k, p in files:
                 x = read_acc(p)
                 if len(x) != win:
@@ -98,15 +119,17 @@ def evaluate_femto(root: Path, **overrides: Any) -> dict[str, Any]:
             first_alarm = float(t_s[i])
         rises = np.flatnonzero(np.diff(np.r_[0, alarm.astype(np.int8)]) == 1)
         half = end_s / 2.0
-        out.append({
-            "bearing": name,
-            "first_alarm_s": first_alarm,
-            "end_s": end_s,
-            "lead_time_s": (end_s - first_alarm) if first_alarm is not None else 0.0,
-            "false_alarms_before_half_life": int(np.sum(t_s[rises] < half)),
-            "windows": len(alarm),
-            "learn_windows": n_learn,
-            "threshold": r.learned.threshold if r.learned else None,
-            "_series": (t_s, r.score, r.threshold),
-        })
+        out.append(
+            {
+                "bearing": name,
+                "first_alarm_s": first_alarm,
+                "end_s": end_s,
+                "lead_time_s": (end_s - first_alarm) if first_alarm is not None else 0.0,
+                "false_alarms_before_half_life": int(np.sum(t_s[rises] < half)),
+                "windows": len(alarm),
+                "learn_windows": n_learn,
+                "threshold": r.learned.threshold if r.learned else None,
+                "_series": (t_s, r.score, r.threshold),
+            }
+        )
     return {"dataset": "femto", "model": opts["model"], "quantized": bool(opts["quantized"]), "bearings": out}

@@ -128,8 +128,9 @@ def nab_file_score(
     return score, len(cps)
 
 
-def nab_score(files: list[tuple[npt.ArrayLike, npt.ArrayLike]], profile: str = "standard",
-              window_s: float = 60.0) -> float:
+def nab_score(
+    files: list[tuple[npt.ArrayLike, npt.ArrayLike]], profile: str = "standard", window_s: float = 60.0
+) -> float:
     """The NAB score over ``files`` (pairs of true and predicted changepoint times), 0..100."""
     a_tp, _, a_fn = NAB_PROFILES[profile]
     s = 0.0

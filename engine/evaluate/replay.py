@@ -14,10 +14,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from machinewatch.engine.config import Config
 from machinewatch.engine.hotpath import HotPath
 from machinewatch.engine.scoring import LearnedModel
-from machinewatch.engine.types import Chunk
+from machinewatch.engine.types import Chunk, Window
 
 _BATCH = 512
 
@@ -55,13 +56,15 @@ def replay(
     t, s, th, st, top, fv = [], [], [], [], [], []
     learned_at: int | None = None
     state = hot.alarms[asset].state
-    windows = []
+    windows: list[Window] = []
 
     def flush() -> None:
         nonlocal learned_at, state
         out = hot.apply(hot.features(windows))
         windows.clear()
-        events = sorted((e for e in out.events if e.asset == asset and e.kind == "machine"), key=lambda e: e.t_ns)
+        events = sorted(
+            (e for e in out.events if e.asset == asset and e.kind == "machine"), key=lambda e: e.t_ns
+        )
         ei = 0
         for sc in out.scores:
             if sc.asset != asset:
@@ -78,7 +81,9 @@ def replay(
         for e in events[ei:]:
             state = e.to_state
         if asset in out.learned and learned_at is None:
-            learned_at = next((e.t_ns for e in events if e.to_state == "NORMAL" and e.from_state == "LEARNING"), 0)
+            learned_at = next(
+                (e.t_ns for e in events if e.to_state == "NORMAL" and e.from_state == "LEARNING"), 0
+            )
 
     for c in chunks:
         windows.extend(hot.ingest(c))
@@ -87,8 +92,14 @@ def replay(
     if windows:
         flush()
     return ReplayResult(
-        np.asarray(t, dtype=np.int64), np.asarray(s), np.asarray(th), np.asarray(st, dtype=object),
-        learned_at, hot.scorers[asset].learned, top,
-        np.vstack(fv) if fv else np.empty((0, len(hot.scorers[asset].names))), hot.scorers[asset].names,
+        np.asarray(t, dtype=np.int64),
+        np.asarray(s),
+        np.asarray(th),
+        np.asarray(st, dtype=object),
+        learned_at,
+        hot.scorers[asset].learned,
+        top,
+        np.vstack(fv) if fv else np.empty((0, len(hot.scorers[asset].names))),
+        hot.scorers[asset].names,
         dict(hot.counters) | hot.buffer_counters(),
     )

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from machinewatch.engine.config import (
     AlarmConfig,
     AssetConfig,
@@ -73,7 +74,11 @@ def skab_config(sensors: list[str], opts: dict[str, Any]) -> Config:
     w = int(opts["window_samples"])
     streams = {
         _stream_name(s): StreamConfig(
-            _stream_name(s), "scalar", 1.0, w, 1,
+            _stream_name(s),
+            "scalar",
+            1.0,
+            w,
+            1,
             # process values legitimately hold still (a flow meter reading 32.0 for minutes):
             # a flat window is data, not a sensor fault, so the flat-line check is off (< 0)
             flatline_p2p=-1.0,
@@ -82,13 +87,24 @@ def skab_config(sensors: list[str], opts: dict[str, Any]) -> Config:
     }
     names = list(streams)
     asset = AssetConfig(
-        name="skab", site="eval", description="SKAB experiment", primary_stream=names[-1], streams=streams,
+        name="skab",
+        site="eval",
+        description="SKAB experiment",
+        primary_stream=names[-1],
+        streams=streams,
         machine=MachineConfig(),
-        model=ModelConfig(kind=opts["model"], learn_windows=TRAIN_ROWS - w + 1,
-                          threshold_quantile=opts["threshold_quantile"], threshold_margin=opts["threshold_margin"],
-                          quantized=bool(opts["quantized"])),
-        alarm=replace(AlarmConfig(), on_delay_windows=int(opts["on_delay_windows"]),
-                      off_delay_windows=int(opts["off_delay_windows"])),
+        model=ModelConfig(
+            kind=opts["model"],
+            learn_windows=TRAIN_ROWS - w + 1,
+            threshold_quantile=opts["threshold_quantile"],
+            threshold_margin=opts["threshold_margin"],
+            quantized=bool(opts["quantized"]),
+        ),
+        alarm=replace(
+            AlarmConfig(),
+            on_delay_windows=int(opts["on_delay_windows"]),
+            off_delay_windows=int(opts["off_delay_windows"]),
+        ),
     )
     return Config(EngineConfig(), {"skab": asset}, {}, {}, {})
 
@@ -131,7 +147,10 @@ def evaluate_file(path: Path, opts: dict[str, Any]) -> dict[str, Any] | None:
         "file": str(path),
         "rows": n,
         "test_rows": int(test.sum()),
-        "tp": c.tp, "fp": c.fp, "tn": c.tn, "fn": c.fn,
+        "tp": c.tp,
+        "fp": c.fp,
+        "tn": c.tn,
+        "fn": c.fn,
         "_true_cp": true_cp.tolist(),
         "_pred_cp": changepoints(t_s, pred[test]).tolist(),
         "_series": (t_s, score[test], thr[test], truth, pred[test]),
@@ -161,6 +180,9 @@ def evaluate_skab(root: Path, **overrides: Any) -> dict[str, Any]:
         "nab_standard": nab_score(pairs, "standard"),
         "nab_low_fp": nab_score(pairs, "low_fp"),
         "nab_low_fn": nab_score(pairs, "low_fn"),
-        "tp": total.tp, "fp": total.fp, "tn": total.tn, "fn": total.fn,
+        "tp": total.tp,
+        "fp": total.fp,
+        "tn": total.tn,
+        "fn": total.fn,
         "files": results,
     }

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io as sio
+
 from machinewatch.engine.cli import main as cli_main
 from machinewatch.engine.evaluate.cwru import evaluate_cwru
 from machinewatch.engine.evaluate.femto import evaluate_femto
@@ -47,8 +48,16 @@ def _skab_file(path: Path, seed: int, fault: bool = True) -> None:
     rng = np.random.default_rng(seed)
     n = 700
     base = rng.normal(size=(n, 2))
-    x = np.column_stack([base[:, 0], base[:, 0] * 0.5 + rng.normal(size=n) * 0.2, base[:, 1],
-                         rng.normal(size=n), 60 + rng.normal(size=n), np.full(n, 32.0)])
+    x = np.column_stack(
+        [
+            base[:, 0],
+            base[:, 0] * 0.5 + rng.normal(size=n) * 0.2,
+            base[:, 1],
+            rng.normal(size=n),
+            60 + rng.normal(size=n),
+            np.full(n, 32.0),
+        ]
+    )
     anom = np.zeros(n)
     if fault:
         anom[500:600] = 1
@@ -94,12 +103,16 @@ def test_cwru_synthetic(tmp_path: Path) -> None:
     normal = rng.normal(scale=0.05, size=48000 * 5)
     sio.savemat(tmp_path / "normal.mat", {"X1_DE_time": normal[:, None]})
     bpfo = 3.5848
-    sio.savemat(tmp_path / "or.mat", {"X2_DE_time": _bpfo_impulses(12000 * 4, 12000.0, shaft, bpfo, 4)[:, None]})
+    sio.savemat(
+        tmp_path / "or.mat", {"X2_DE_time": _bpfo_impulses(12000 * 4, 12000.0, shaft, bpfo, 4)[:, None]}
+    )
     (tmp_path / "MANIFEST.csv").write_text(
         "file,condition,fault_in,rate_hz,rpm,channel\nnormal.mat,normal,0,48000,1797,X1_DE_time\n"
-        "or.mat,outer_race,0.007,12000,1797,X2_DE_time\n")
+        "or.mat,outer_race,0.007,12000,1797,X2_DE_time\n"
+    )
     (tmp_path / "BEARING.toml").write_text(
-        "balls = 9\nball_diameter_in = 0.3126\npitch_diameter_in = 1.537\ncontact_angle_deg = 0.0\n")
+        "balls = 9\nball_diameter_in = 0.3126\npitch_diameter_in = 1.537\ncontact_angle_deg = 0.0\n"
+    )
     res = evaluate_cwru(tmp_path)
     (f,) = res["files"]
     assert f["detection_rate"] > 0.9 and f["diagnosis"] == "outer_race"
@@ -117,7 +130,9 @@ def test_femto_synthetic_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[s
         with open(b / f"acc_{k:05d}.csv", "w") as fh:
             for i in range(2560):
                 fh.write(f"9,{k},{i},{i * 39},{x[i, 0]:.4f},{x[i, 1]:.4f}\n")
-    (tmp_path / "MANIFEST.csv").write_text("bearing,rpm,load_n,rate_hz,file_period_s\nBearing9_9,1800,4000,25600,10\n")
+    (tmp_path / "MANIFEST.csv").write_text(
+        "bearing,rpm,load_n,rate_hz,file_period_s\nBearing9_9,1800,4000,25600,10\n"
+    )
     (tmp_path / "BEARING.toml").write_text("balls = 13\nball_diameter_mm = 3.5\npitch_diameter_mm = 25.6\n")
     import machinewatch.engine.evaluate.femto as fm
 

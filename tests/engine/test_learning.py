@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from machinewatch.engine.config import load_config_text
 from machinewatch.engine.errors import ModelError
 from machinewatch.engine.hotpath import HotPath, model_factory

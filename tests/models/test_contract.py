@@ -6,13 +6,14 @@ import json
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
+
 from machinewatch.engine.errors import ModelError, NotFittedError
 from machinewatch.engine.registry import registry
 from machinewatch.engine.scoring import fit_baseline
 from machinewatch.models.quantize import decision_agreement, model_nbytes, quantize
 from machinewatch.models.store import load_model, save_model
 from machinewatch.models.threshold import calibrate_threshold
-from sklearn.metrics import roc_auc_score
 
 KINDS = registry.names("models")
 F = 8
@@ -21,8 +22,10 @@ F = 8
 def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     mix = rng.normal(size=(F, F))
+
     def gen(n: int) -> np.ndarray:
         return rng.normal(size=(n, F)) @ mix + 10.0
+
     train, cal, healthy = gen(600), gen(300), gen(500)
     fault = gen(500)
     fault[:, 2] += 5.0 * train[:, 2].std()  # one sensor drifts by 5 sigma
