@@ -119,7 +119,10 @@ class MqttActuator(Actuator):
         return self
 
     async def set(self, asset: str, energised: bool, event: AlarmEvent | None) -> None:
-        payload = self.payload(asset, energised, event)
+        await self._send(asset, energised, self.payload(asset, energised, event))
+
+    async def _send(self, asset: str, energised: bool, payload: bytes) -> None:
+        """Publish retained, QoS 1; a dead connection is dropped and made again once."""
         for attempt in (1, 2):
             c = await self._client(asset)
             try:
@@ -142,11 +145,9 @@ class MqttActuator(Actuator):
     async def safe_state(self) -> None:
         for asset in self.assets:
             try:
-                c = await self._client(asset)
-                await c.publish(self.topic(asset), self.payload(asset, self.safe_on, None, "engine stopping"),
-                                qos=1, retain=True)
-                self.state[asset] = self.safe_on
-            except (ConnectorError, aiomqtt.MqttError) as exc:
+                safe = self.payload(asset, self.safe_on, None, "engine stopping")
+                await self._send(asset, self.safe_on, safe)
+            except ConnectorError as exc:
                 log.error("mqtt actuator %s: safe state for %s not published: %s", self.name, asset, exc)
 
     async def __aexit__(self, *exc: object) -> None:
