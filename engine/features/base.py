@@ -82,9 +82,15 @@ class FeatureExtractor(ABC):
         """
         x = as_windows(windows, self.stream.window_samples, self.stream.channels)
         n = x.shape[0]
-        if out.shape != (n, self.n_features) or out.dtype != np.float64:
+        if (
+            out.shape != (n, self.n_features)
+            or out.dtype != np.float64
+            or not out.flags.c_contiguous
+            or not out.flags.writeable
+        ):
             raise ValueError(
-                f"out must be float64 of shape ({n}, {self.n_features}), got {out.dtype} {out.shape}"
+                f"out must be a writable C-contiguous float64 array of shape ({n}, {self.n_features}),"
+                f" got {out.dtype} {out.shape}"
             )
         ok = np.ones(n, dtype=np.bool_)
         if n:

@@ -509,3 +509,12 @@ def test_extractor_is_safe_to_share_between_threads() -> None:
     with ThreadPoolExecutor(2) as pool:
         for got, want in zip(pool.map(work, batches), serial, strict=True):
             np.testing.assert_array_equal(got, want)
+
+
+def test_out_must_be_writable_c_contiguous_float64() -> None:
+    ex = F.make_extractor(StreamConfig("t", "temperature", 1.0, 4, 4), MachineConfig())
+    x = np.zeros((2, 4))
+    read_only = np.frombuffer(bytes(80)).reshape(2, 5)
+    for bad in (np.empty((5, 2)).T, np.empty((2, 5), dtype=np.float32), read_only):
+        with pytest.raises(ValueError, match="C-contiguous float64"):
+            ex.compute_batch(x, None, bad)
