@@ -380,6 +380,8 @@ class VibrationExtractor(FeatureExtractor):
         self.m = m
         self.half = FLOOR_HALF_WIDTH
         self._local = threading.local()
+        #: windows per internal sub-batch (about 1 MiB of complex spectrum)
+        self.chunk = max(8, (1 << 20) // (8 * n))
 
     def _scratch(self, n: int, cdtype: np.dtype[Any], rdtype: np.dtype[Any]) -> tuple[np.ndarray, np.ndarray]:
         """Per-thread envelope buffers ``(n, m)`` (views of the largest batch seen so far).
@@ -395,6 +397,15 @@ class VibrationExtractor(FeatureExtractor):
         return cached[1][:n], cached[2][:n]
 
     def _batch(self, x: npt.NDArray[np.floating], shaft_hz: F64, out: F64, ok: BoolArray) -> None:
+        # sub-batches of ~1 MiB of spectrum: bounded memory on a small gateway whatever the batch
+        # size (a 1024-window batch would otherwise hold ~35 MB of spectra), and the stages'
+        # data stays closer to the cache; the speed was within noise from 32 to 256 windows
+        step = self.chunk
+        for i in range(0, x.shape[0], step):
+            j = min(i + step, x.shape[0])
+            self._chunk(x[i:j], shaft_hz[i:j], out[i:j], ok[i:j])
+
+    def _chunk(self, x: npt.NDArray[np.floating], shaft_hz: F64, out: F64, ok: BoolArray) -> None:
         keys, mask, shift = _int_keys(x)
         _time_batch(x, keys, mask, shift, out, ok)
         xs = sfft.rfft(x, axis=1, workers=1)

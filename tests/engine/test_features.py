@@ -518,3 +518,18 @@ def test_out_must_be_writable_c_contiguous_float64() -> None:
     for bad in (np.empty((5, 2)).T, np.empty((2, 5), dtype=np.float32), read_only):
         with pytest.raises(ValueError, match="C-contiguous float64"):
             ex.compute_batch(x, None, bad)
+
+
+def test_vibration_sub_batches_equal_one_batch() -> None:
+    ex = F.make_extractor(vib_stream(256), machine())
+    assert isinstance(ex, F.VibrationExtractor)
+    x = np.random.default_rng(8).standard_normal((9, 256)).astype(np.float32)
+    x[4, 7] = np.nan
+    whole = np.empty((9, len(ex.names)))
+    ok_whole = ex.compute_batch(x, 25.0, whole)
+    ex.chunk = 2  # chunk boundaries inside the batch, the NaN row in the middle of one
+    parts = np.empty((9, len(ex.names)))
+    ok_parts = ex.compute_batch(x, 25.0, parts)
+    np.testing.assert_array_equal(ok_parts, ok_whole)
+    np.testing.assert_array_equal(parts, whole)
+    assert ok_parts.tolist() == [True] * 4 + [False] + [True] * 4
