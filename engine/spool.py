@@ -238,6 +238,8 @@ class Spool:
         When the bound is exceeded the oldest records are dropped (counted) to make room; a
         batch larger than the whole bound keeps only its newest records.
         """
+        if not self.sinks:  # nobody would ever take them
+            return 0
         enc = [encode_record(r) for r in records]
         if not enc:
             return 0

@@ -64,6 +64,12 @@ def test_fifo_and_ack_per_sink(tmp_path: Path) -> None:
     sp.close()
 
 
+def test_no_sinks_keeps_nothing(tmp_path: Path) -> None:
+    sp = Spool(tmp_path / "s.db", [])
+    assert sp.put([summ(1)]) == 0 and sp.stats().records == 0 and sp.stats().dropped_overflow == 0
+    sp.close()
+
+
 def test_byte_bound_drops_oldest_and_counts(tmp_path: Path) -> None:
     limit = 20_000
     sp = Spool(tmp_path / "s.db", ["a"], max_bytes=limit)
