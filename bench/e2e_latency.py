@@ -1,0 +1,397 @@
+"""End-to-end latency and throughput over a real Mosquitto: broker, engine and publisher as processes.
+
+Latency: 16 vibration streams at 25.6 kHz in 1024-sample binary frames (400 msg/s, real time),
+4096-sample windows, on-delay 1 / off-delay 1, a fault window injected round robin so alarms are
+entered and left all the time. For every actuator command (``mqtt`` actuator, QoS 1) the time from
+publishing the chunk that completed the window (found by the event's window end time) to the
+command arriving at a subscriber is one sample.
+
+Throughput: 4096-sample frames (each completes a window) at rising rates until the engine no longer
+takes every message within the step; and, in the same run, the ceiling of a bare aiomqtt
+subscriber that only receives the same messages from the same publisher.
+
+Run: ``NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
+.venv/bin/python bench/e2e_latency.py [--json]``. Needs ``mosquitto`` on PATH or in /usr/sbin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+for _v in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import aiomqtt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from machinewatch.engine.codecs import encode_frame  # noqa: E402
+
+RATE = 25600.0
+NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+MW = str(Path(sys.executable).parent / "machinewatch")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def engine_toml(d: Path, port: int, n: int, window: int, learn: int) -> Path:
+    assets = "".join(
+        f"""
+[assets.m{i}.machine]
+shaft_hz = 25.0
+[assets.m{i}.streams.vib]
+kind = "vibration"
+rate_hz = {RATE}
+window_samples = {window}
+stale_after_s = 600
+"""
+        for i in range(n)
+    )
+    p = d / f"engine-{n}-{window}.toml"
+    p.write_text(f"""
+[engine]
+site = "b"
+state_dir = "{d / ("state-" + str(window))}"
+summary_interval_s = 60.0
+log_level = "WARNING"
+[model]
+learn_windows = {learn}
+[alarm]
+on_delay_windows = 1
+off_delay_windows = 1
+warning_ratio = 1.0
+clear_ratio = 1.0
+actuators = ["out"]
+{assets}
+[sources.mqtt]
+kind = "mqtt"
+url = "mqtt://127.0.0.1:{port}"
+qos = 0
+client_id = "bench-engine-{window}"
+clean_session = true
+max_queued_messages = 50000
+[actuators.out]
+kind = "mqtt"
+url = "mqtt://127.0.0.1:{port}"
+max_changes_per_min = 100000
+""")
+    return p
+
+
+# -- publisher process --------------------------------------------------------------------------
+
+
+async def publish_latency(port: int, n: int, learn_chunks: int, seconds: float, out: str) -> None:
+    """Learning data as fast as possible, then real time with injected faults; writes publish times."""
+    rng = np.random.default_rng(1)
+    pool = [rng.normal(0, 1, 1024).astype(np.float32) for _ in range(64)]
+    t0 = (time.time_ns() // 10**9) * 10**9
+    per = 1024 * 10**9 // int(RATE)  # 40 ms: exact for 25.6 kHz
+    sent: dict[str, int] = {}
+    async with aiomqtt.Client("127.0.0.1", port, socket_options=NODELAY, max_inflight_messages=5000) as c:
+        k = 0
+        for k in range(learn_chunks):
+            for i in range(n):
+                await c.publish(
+                    f"machinewatch/b/m{i}/vib", encode_frame(pool[(k + i) % 64], t0 + k * per, k, RATE)
+                )
+        await asyncio.sleep(3.0)  # let the engine fit its models
+        start = time.monotonic()
+        k0 = learn_chunks
+        k = k0
+        while time.monotonic() - start < seconds:
+            due = start + (k - k0) * per / 1e9
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            for i in range(n):
+                # stream i's windows end at chunk indexes 4m + 3; offset i % 4 staggers them
+                win = (k - k0 - (i % 4)) // 4
+                faulty = (
+                    win >= 0 and (win + i) % 8 == 0
+                )  # one fault window in 8 per stream: ALARM, then NORMAL
+                x = pool[(k + i) % 64] * (np.float32(30.0) if faulty else np.float32(1.0))
+                await c.publish(f"machinewatch/b/m{i}/vib", encode_frame(x, t0 + k * per, k, RATE))
+                sent[f"m{i}:{t0 + (k + 1) * per}"] = time.time_ns()
+            k += 1
+    Path(out).write_text(json.dumps(sent))
+
+
+async def publish_rate(port: int, n: int, rate: float, seconds: float, t0: int, seq0: int) -> dict[str, Any]:
+    """4096-sample frames, round robin over n streams, paced at ``rate`` messages/s (QoS 0)."""
+    rng = np.random.default_rng(2)
+    pool = [rng.normal(0, 1, 4096).astype(np.float32) for _ in range(16)]
+    per = 4096 * 10**9 // int(RATE)
+    total = int(rate * seconds)
+    async with aiomqtt.Client(
+        "127.0.0.1", port, socket_options=NODELAY, max_queued_outgoing_messages=None
+    ) as c:
+        start = time.monotonic()
+        for j in range(total):
+            i, k = j % n, seq0 + j // n
+            payload = encode_frame(pool[j % 16], t0 + k * per, k, RATE)
+            if j % 64 == 0:
+                lag = start + j / rate - time.monotonic()
+                if lag > 0:
+                    await asyncio.sleep(lag)
+            await c.publish(f"machinewatch/b/m{i}/vib", payload, qos=0)
+        wall = time.monotonic() - start
+    return {"sent": total, "wall_s": wall}
+
+
+# -- driver -------------------------------------------------------------------------------------
+
+
+class Broker:
+    def __init__(self, d: Path) -> None:
+        self.port = free_port()
+        conf = d / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "max_queued_messages 0\nmax_inflight_messages 0\nlog_type error\n"
+            # the broker's side of Nagle: without it, commands reach subscribers ~40 ms late
+            "set_tcp_nodelay true\n"
+        )
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.proc = subprocess.Popen(
+            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def counters(d: Path, window: int) -> dict[str, int]:
+    try:
+        return dict(json.loads((d / f"state-{window}" / "counters.json").read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def start_engine(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as f:
+        return subprocess.Popen([MW, "run", str(cfg)], stdout=f, stderr=subprocess.STDOUT)
+
+
+async def wait_online(port: int, timeout: float = 120.0) -> None:
+    async with aiomqtt.Client("127.0.0.1", port) as c:
+        await c.subscribe("machinewatch/b/_engine/status")
+        async with asyncio.timeout(timeout):
+            async for m in c.messages:
+                if m.payload == b"online":
+                    return
+
+
+def pub_proc(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, __file__, "--role", "pub", *args], stdout=subprocess.PIPE)
+
+
+async def latency(d: Path, broker: Broker, n: int, seconds: float) -> dict[str, Any]:
+    cfg = engine_toml(d, broker.port, n, 4096, 20)
+    eng = start_engine(cfg, d / "engine-latency.log")
+    arrivals: list[tuple[str, int, int]] = []
+    made: dict[str, int] = {}
+    try:
+        await wait_online(broker.port)
+        async with aiomqtt.Client("127.0.0.1", broker.port, socket_options=NODELAY) as sub:
+            await sub.subscribe("machinewatch/b/+/command", qos=1)
+            out = d / "sent.json"
+            pub = pub_proc("latency", str(broker.port), str(n), str(20 * 4 + 8), str(seconds), str(out))
+
+            async def collect() -> None:
+                async for m in sub.messages:
+                    now = time.time_ns()
+                    body = json.loads(bytes(m.payload))  # type: ignore[arg-type]
+                    if "event_t_ns" in body and not m.retain:
+                        arrivals.append((body["asset"], body["event_t_ns"], now))
+                        made[f"{body['asset']}:{body['event_t_ns']}"] = body["t_ns"]
+
+            task = asyncio.create_task(collect())
+            await asyncio.to_thread(pub.wait)
+            await asyncio.sleep(1.0)
+            task.cancel()
+    finally:
+        eng.terminate()
+        eng.wait(30)
+    sent = json.loads(out.read_text())
+    lat = [(now - sent[f"{a}:{t}"]) / 1e6 for a, t, now in arrivals if f"{a}:{t}" in sent]
+    inside = [(made[f"{a}:{t}"] - sent[f"{a}:{t}"]) / 1e6 for a, t, _ in arrivals if f"{a}:{t}" in sent]
+    if not lat:
+        raise RuntimeError(f"no latency samples (log: {d / 'engine-latency.log'})")
+    return {
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "latency_samples": len(lat),
+        "p50_publish_to_command_made_ms": float(np.percentile(inside, 50)),
+        "nominal_streams": n,
+        "nominal_msgs_per_s": n * RATE / 1024,
+    }
+
+
+async def bare_ceiling(broker: Broker, n: int, count: int) -> float:
+    got = 0
+    first = last = 0.0
+    async with aiomqtt.Client(
+        "127.0.0.1", broker.port, socket_options=NODELAY, max_queued_incoming_messages=0
+    ) as sub:
+        await sub.subscribe("machinewatch/b/+/vib", qos=0)
+        pub = pub_proc("rate", str(broker.port), str(n), "1e9", str(count / 1e9), str(time.time_ns()), "0")
+
+        async def collect() -> None:
+            nonlocal got, first, last
+            async for _ in sub.messages:
+                got += 1
+                last = time.monotonic()
+                if got == 1:
+                    first = last
+
+        task = asyncio.create_task(collect())
+        await asyncio.to_thread(pub.wait)
+        t = time.monotonic()
+        while got < count and time.monotonic() - t < 10:
+            await asyncio.sleep(0.05)
+        task.cancel()
+    return got / (last - first) if got > 1 else 0.0
+
+
+async def engine_ceiling(
+    d: Path, broker: Broker, n: int, start_rate: float, step_s: float
+) -> tuple[float, list[Any]]:
+    cfg = engine_toml(d, broker.port, n, 4096, 10)
+    eng = start_engine(cfg, d / "engine-rate.log")
+    steps: list[Any] = []
+    best = 0.0
+    try:
+        await wait_online(broker.port)
+        t0 = (time.time_ns() // 10**9) * 10**9
+        seq = 0
+        # learning: 12 windows per stream
+        pub = pub_proc("rate", str(broker.port), str(n), "500", str(12 * n / 500), str(t0), str(seq))
+        await asyncio.to_thread(pub.wait)
+        seq += 12
+        await asyncio.sleep(3.0)
+        rate = start_rate
+        while True:
+            before = counters(d, 4096)
+            total = int(rate * step_s)
+            pub = pub_proc("rate", str(broker.port), str(n), str(rate), str(step_s), str(t0), str(seq))
+            res = json.loads((await asyncio.to_thread(pub.communicate))[0])
+            seq += total // n + 2
+            wait = time.monotonic()
+            while time.monotonic() - wait < 3.0:
+                c = counters(d, 4096)
+                if c.get("buffer_windows", 0) - before.get("buffer_windows", 0) >= total:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.6)
+            c = counters(d, 4096)
+            took = c.get("chunks_in", 0) - before.get("chunks_in", 0)
+            scored = c.get("windows_scored", 0) - before.get("windows_scored", 0)
+            shed = c.get("windows_shed", 0) - before.get("windows_shed", 0)
+            dropped = c.get("rejected_queue_overflow", 0) - before.get("rejected_queue_overflow", 0)
+            achieved = total / res["wall_s"]
+            ok = took >= total and shed == 0 and dropped == 0
+            steps.append(
+                {
+                    "target": rate,
+                    "achieved_msgs_per_s": round(achieved),
+                    "sent": total,
+                    "received": took,
+                    "scored": scored,
+                    "shed": shed,
+                    "dropped": dropped,
+                    "ok": ok,
+                }
+            )
+            if not ok or achieved < 0.9 * rate:
+                break
+            best = achieved
+            rate *= 1.25
+    finally:
+        eng.terminate()
+        eng.wait(30)
+    return best, steps
+
+
+async def drive(args: argparse.Namespace) -> dict[str, Any]:
+    d = Path(tempfile.mkdtemp(prefix="mw-bench-"))
+    broker = Broker(d)
+    try:
+        result = await latency(d, broker, args.streams, args.seconds)
+        bare, best, steps = 0.0, 0.0, []
+        if not args.latency_only:
+            bare = await bare_ceiling(broker, 16, args.bare_messages)
+            best, steps = await engine_ceiling(d, broker, 16, args.start_rate, args.step_s)
+    finally:
+        broker.stop()
+    result |= {
+        "max_sustained_msgs_per_s": round(best),
+        "bare_client_msgs_per_s": round(bare),
+        "samples_per_msg": 4096,
+        "engine_vs_bare": round(best / bare, 3) if bare else None,
+        "rate_steps": steps,
+        "threads": {
+            v: os.environ[v]
+            for v in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+        },
+        "workdir": str(d),
+    }
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--streams", type=int, default=16)
+    p.add_argument("--seconds", type=float, default=20.0, help="real-time latency phase")
+    p.add_argument("--bare-messages", type=int, default=20000)
+    p.add_argument("--start-rate", type=float, default=1000.0)
+    p.add_argument("--step-s", type=float, default=4.0)
+    p.add_argument("--latency-only", action="store_true")
+    p.add_argument("--role", default="driver")
+    a, rest = p.parse_known_args()
+    if a.role == "pub":
+        mode, *r = rest
+        if mode == "latency":
+            asyncio.run(publish_latency(int(r[0]), int(r[1]), int(r[2]), float(r[3]), r[4]))
+        else:
+            out = asyncio.run(
+                publish_rate(int(r[0]), int(r[1]), float(r[2]), float(r[3]), int(r[4]), int(r[5]))
+            )
+            print(json.dumps(out))
+        return
+    res = asyncio.run(drive(a))
+    if a.json:
+        print(json.dumps(res))
+    else:
+        r = res
+        print(f"latency at {r['nominal_streams']} x 25.6 kHz (1024-sample frames, "
+              f"{r['nominal_msgs_per_s']:.0f} msg/s): p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms "
+              f"({r['latency_samples']} commands)")
+        print(f"4096-sample messages: engine sustains {r['max_sustained_msgs_per_s']} msg/s, bare aiomqtt "
+              f"subscriber {r['bare_client_msgs_per_s']} msg/s (ratio {r['engine_vs_bare']})")
+        for s in res["rate_steps"]:
+            print("  ", s)
+
+
+if __name__ == "__main__":
+    main()
