@@ -277,3 +277,34 @@ async def test_mutual_tls(mosquitto_factory: Any, tmp_path: Path) -> None:
         await _until(lambda: src.connects == 1)
         await _publish(broker.port, [("machinewatch/s1/p1/temp", b"3.0")])  # plain listener, same broker
         await _until(lambda: any(isinstance(g, Chunk) for g in got))
+
+
+async def test_sample_acl_lets_only_the_engine_publish_commands(
+    mosquitto_factory: Any, tmp_path: Path
+) -> None:
+    root = Path(__file__).resolve().parents[2]
+    pw = tmp_path / "passwd"
+    for i, user in enumerate(("engine", "operator", "sensor-gw")):
+        subprocess.run(
+            ["mosquitto_passwd", *(["-c"] if i == 0 else []), "-b", str(pw), user, "pw"], check=True
+        )
+    acl = root / "configs" / "mosquitto" / "machinewatch.acl"
+    broker = mosquitto_factory(f"password_file {pw}\nacl_file {acl}\nallow_anonymous false")
+    topic = "machinewatch/s1/p1/command"
+    got: list[bytes] = []
+    async with aiomqtt.Client("127.0.0.1", broker.port, username="operator", password="pw") as watcher:
+        await watcher.subscribe("machinewatch/#", qos=1)
+        for user in ("operator", "sensor-gw", "engine"):
+            await _publish(broker.port, [(topic, user.encode())], username=user, password="pw")
+        await _publish(
+            broker.port, [("machinewatch/s1/_engine/ack", b"p1")], username="operator", password="pw"
+        )
+
+        async def read() -> None:
+            async for m in watcher.messages:
+                got.append(bytes(m.payload))  # type: ignore[arg-type]
+                if m.payload == b"p1":
+                    return
+
+        await asyncio.wait_for(read(), 10)
+    assert got == [b"engine", b"p1"]  # operator and sensor gateway may not command the plant
