@@ -101,6 +101,18 @@ class AnomalyModel(ABC):
         self._check_fitted()
         return self._contributions(as_matrix(x, len(self.feature_names_)))
 
+    def score_row(self, x: F64, contrib: F64) -> float:
+        """Score of one row ``x`` (1-D) with its contributions written into ``contrib``.
+
+        The same numbers as :meth:`score` and :meth:`contributions` of ``x[None]``; int8 models
+        override it with a single kernel call on preallocated buffers (the engine scores one
+        row per window, where Python overhead would otherwise dominate).
+        """
+        self._check_fitted()
+        a = as_matrix(x, len(self.feature_names_))
+        contrib[:] = self._contributions(a)[0]
+        return float(self._score(a)[0])
+
     def get_arrays(self) -> dict[str, np.ndarray]:
         """The learned arrays by name (for :func:`machinewatch.models.store.save_model`)."""
         self._check_fitted()

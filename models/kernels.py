@@ -16,8 +16,11 @@ from __future__ import annotations
 
 __all__ = [
     "QMAX",
+    "RowScratch",
     "iforest_depths",
     "qlinear",
+    "qmahalanobis_row",
+    "qpca_row",
     "quantize_columns",
     "quantize_rows",
 ]
@@ -109,6 +112,164 @@ def _iforest_depths(
                 counts[i, last] += 1.0
             total += value[node] * value_scale
         depth[i] = total / n_trees
+
+
+@njit(**NJIT)
+def _qvec(v: np.ndarray, q: np.ndarray) -> float:
+    """One row of :func:`_quantize_rows`: ``q`` int8 and the returned scale."""
+    m = 0.0
+    for j in range(v.shape[0]):
+        a = abs(v[j])
+        if a > m:
+            m = a
+    sc = m / 127.0 if m > 0.0 else 1.0
+    inv = 1.0 / sc
+    for j in range(v.shape[0]):
+        r = np.rint(v[j] * inv)
+        if r > 127.0:
+            r = 127.0
+        elif r < -127.0:
+            r = -127.0
+        q[j] = np.int8(r)
+    return sc
+
+
+@njit(**NJIT)
+def _qmv(q: np.ndarray, s: float, w: np.ndarray, ws: np.ndarray, out: np.ndarray) -> None:
+    """``out = (q @ w) * s * ws``, int32 accumulation (one row of :func:`_qmatmul`, zero bias)."""
+    k = q.shape[0]
+    for j in range(w.shape[1]):
+        acc = np.int32(0)
+        for t in range(k):
+            acc += np.int32(q[t]) * np.int32(w[t, j])
+        out[j] = np.float64(acc) * s * ws[j] + 0.0
+
+
+@njit(**NJIT)
+def _qmv_t(q: np.ndarray, s: float, w: np.ndarray, out: np.ndarray) -> None:
+    """``out = (q @ w.T) * s``, int32 accumulation, unit column scales."""
+    k = q.shape[0]
+    for j in range(w.shape[0]):
+        acc = np.int32(0)
+        for t in range(k):
+            acc += np.int32(q[t]) * np.int32(w[j, t])
+        out[j] = np.float64(acc) * s * 1.0 + 0.0
+
+
+@njit(**NJIT)
+def _standardise(x: np.ndarray, center: np.ndarray, scale: np.ndarray, z: np.ndarray) -> None:
+    for j in range(x.shape[0]):
+        z[j] = (x[j] - center[j]) / scale[j]
+
+
+@njit(**NJIT)
+def _qmaha_row(
+    x: np.ndarray,
+    center: np.ndarray,
+    scale: np.ndarray,
+    w1: np.ndarray,
+    w1s: np.ndarray,
+    z: np.ndarray,
+    y: np.ndarray,
+    u: np.ndarray,
+    q: np.ndarray,
+    contrib: np.ndarray,
+) -> float:
+    f = x.shape[0]
+    _standardise(x, center, scale, z)
+    s = _qvec(z, q)
+    _qmv(q, s, w1, w1s, y)
+    tot = 0.0
+    for j in range(y.shape[0]):
+        tot += y[j] * y[j]
+        u[j] = y[j] * w1s[j]
+    s = _qvec(u, q)
+    _qmv_t(q, s, w1, y)  # y now holds P z
+    for j in range(f):
+        c = z[j] * y[j] / f
+        contrib[j] = c if c > 0.0 else 0.0
+    return tot / f
+
+
+@njit(**NJIT)
+def _qpca_row(
+    x: np.ndarray,
+    center: np.ndarray,
+    scale: np.ndarray,
+    w1: np.ndarray,
+    w1s: np.ndarray,
+    wr: np.ndarray,
+    wrs: np.ndarray,
+    spe_ref: float,
+    z: np.ndarray,
+    u: np.ndarray,
+    r: np.ndarray,
+    back: np.ndarray,
+    q: np.ndarray,
+    contrib: np.ndarray,
+) -> float:
+    f = x.shape[0]
+    k = w1.shape[1]
+    _standardise(x, center, scale, z)
+    s = _qvec(z, q)
+    _qmv(q, s, w1, w1s, u)
+    _qmv(q, s, wr, wrs, r)
+    t2 = 0.0
+    for j in range(k):
+        t2 += u[j] * u[j]
+        u[j] = u[j] * w1s[j]
+    spe = 0.0
+    for j in range(f):
+        spe += r[j] * r[j]
+    s = _qvec(u[:k], q)
+    _qmv_t(q[:k], s, w1, back)
+    for j in range(f):
+        c = z[j] * back[j] / k + r[j] * r[j] / spe_ref
+        contrib[j] = c if c > 0.0 else 0.0
+    return t2 / k + spe / spe_ref
+
+
+class RowScratch:
+    """Preallocated float64 buffers of one model's single-row path (not thread-safe: one per
+    model, used by the thread that scores)."""
+
+    __slots__ = ("f64", "i8")
+
+    def __init__(self, n_float: int, n_int8: int, *, rows: int = 4) -> None:
+        self.f64 = np.empty((rows, n_float), dtype=np.float64)
+        self.i8 = np.empty(n_int8, dtype=np.int8)
+
+
+def qmahalanobis_row(
+    x: F64, center: F64, scale: F64, w1: I8, w1s: F64, scratch: RowScratch, contrib: F64
+) -> float:
+    """Score and contributions of one row of the int8 Mahalanobis model in one kernel call.
+
+    The same arithmetic as ``QuantizedMahalanobis.score``/``contributions`` (``x`` standardised,
+    quantised per row, ``y = z L``, ``d^2 / f``; ``P z = y L^T`` re-quantised); every array is
+    float64/int8 and C-contiguous, ``contrib`` receives the contributions.
+    """
+    b = scratch.f64
+    return float(_qmaha_row(x, center, scale, w1, w1s, b[0], b[1], b[2], scratch.i8, contrib))
+
+
+def qpca_row(
+    x: F64,
+    center: F64,
+    scale: F64,
+    w1: I8,
+    w1s: F64,
+    wr: I8,
+    wrs: F64,
+    spe_ref: float,
+    scratch: RowScratch,
+    contrib: F64,
+) -> float:
+    """Score and contributions of one row of the int8 PCA model in one kernel call."""
+    b = scratch.f64
+    return float(
+        _qpca_row(x, center, scale, w1, w1s, wr, wrs, spe_ref, b[0], b[1], b[2], b[3], scratch.i8, contrib)
+    )
 
 
 def quantize_rows(x: npt.ArrayLike) -> tuple[I8, F64]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 __all__ = ["MahalanobisModel", "QuantizedMahalanobis"]
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.covariance import LedoitWolf
 
+from machinewatch.engine.errors import ModelError
 from machinewatch.models.base import F64, AnomalyModel, robust_scale
-from machinewatch.models.kernels import qlinear, quantize_columns
+from machinewatch.models.kernels import RowScratch, qlinear, qmahalanobis_row, quantize_columns
 
 
 class MahalanobisModel(AnomalyModel):
@@ -78,6 +79,27 @@ class QuantizedMahalanobis(AnomalyModel):
     def _score(self, x: F64) -> F64:
         z, y = self._y(x)
         return np.asarray(np.sum(y * y, axis=1) / z.shape[1], dtype=np.float64)
+
+    def score_row(self, x: F64, contrib: F64) -> float:
+        """One row in one int8 kernel call (see :meth:`AnomalyModel.score_row`)."""
+        st: Any = getattr(self, "_row", None)
+        if st is None or st[0] is not self.w1_:
+            self._check_fitted()
+            f = len(self.feature_names_)
+            st = (
+                self.w1_,
+                np.ascontiguousarray(self.center_, dtype=np.float64),
+                np.ascontiguousarray(self.scale_, dtype=np.float64),
+                np.ascontiguousarray(self.w1_, dtype=np.int8),
+                np.ascontiguousarray(self.w1s_, dtype=np.float64),
+                RowScratch(f, f),
+                f,
+            )
+            self._row = st
+        a = np.ascontiguousarray(x, dtype=np.float64)
+        if a.shape != (st[6],) or contrib.shape != (st[6],):
+            raise ModelError(f"expected one row of {st[6]} features, got shape {a.shape}")
+        return qmahalanobis_row(a, st[1], st[2], st[3], st[4], st[5], contrib)
 
     def _contributions(self, x: F64) -> F64:
         z, y = self._y(x)

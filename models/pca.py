@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from machinewatch.engine.errors import ModelError
 from machinewatch.models.base import F64, AnomalyModel, robust_scale
-from machinewatch.models.kernels import qlinear, quantize_columns
+from machinewatch.models.kernels import RowScratch, qlinear, qpca_row, quantize_columns
 
 
 def _n_components(eigvals: F64, variance: float) -> int:
@@ -122,6 +123,30 @@ class QuantizedPCA(AnomalyModel):
         return np.asarray(
             np.sum(u * u, axis=1) / k + np.sum(r * r, axis=1) / self.spe_ref_[0], dtype=np.float64
         )
+
+    def score_row(self, x: F64, contrib: F64) -> float:
+        """One row in one int8 kernel call (see :meth:`AnomalyModel.score_row`)."""
+        st: Any = getattr(self, "_row", None)
+        if st is None or st[0] is not self.w1_:
+            self._check_fitted()
+            f = len(self.feature_names_)
+            st = (
+                self.w1_,
+                np.ascontiguousarray(self.center_, dtype=np.float64),
+                np.ascontiguousarray(self.scale_, dtype=np.float64),
+                np.ascontiguousarray(self.w1_, dtype=np.int8),
+                np.ascontiguousarray(self.w1s_, dtype=np.float64),
+                np.ascontiguousarray(self.wr_, dtype=np.int8),
+                np.ascontiguousarray(self.wrs_, dtype=np.float64),
+                float(self.spe_ref_[0]),
+                RowScratch(f, f),
+                f,
+            )
+            self._row = st
+        a = np.ascontiguousarray(x, dtype=np.float64)
+        if a.shape != (st[9],) or contrib.shape != (st[9],):
+            raise ModelError(f"expected one row of {st[9]} features, got shape {a.shape}")
+        return qpca_row(a, st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], contrib)
 
     def _contributions(self, x: F64) -> F64:
         z, u, r = self._parts(x)
