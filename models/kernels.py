@@ -23,6 +23,7 @@ __all__ = [
     "qpca_row",
     "quantize_columns",
     "quantize_rows",
+    "warmup",
 ]
 
 import numpy as np
@@ -337,3 +338,14 @@ def iforest_depths(
         counts,
     )
     return depth, counts
+
+
+def warmup() -> None:
+    """Compile (or load from numba's cache) the single-row kernels before the first score."""
+    f = 3
+    x = np.ones(f)
+    w = np.ones((f, f), dtype=np.int8)
+    c = np.empty(f)
+    sc = RowScratch(f, f)
+    qmahalanobis_row(x, x, x, w, x, sc, c)
+    qpca_row(x, x, x, w[:, :1].copy(), x[:1].copy(), w, x, 1.0, sc, c)
