@@ -26,6 +26,7 @@ from machinewatch.engine.scoring import AssetScorer, LearnedModel
 from machinewatch.engine.summary import AssetSummariser
 from machinewatch.engine.types import AlarmEvent, Chunk, FeatureFrame, Score, Summary, Window
 from machinewatch.models.base import AnomalyModel
+from machinewatch.models.kernels import warmup as warm_models
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ class HotPath:
         for a in self.config.assets.values():
             for s in a.streams.values():
                 feats.warmup(s, a.machine)
+                quality_flag(np.ones(s.window_samples * s.channels, np.float32), s)  # compile
+        warm_models()
 
     def ingest(self, chunk: Chunk) -> list[Window]:
         """Buffer one chunk; return the windows it completes."""
