@@ -337,7 +337,11 @@ class AlarmStore:
 
     def save(self, machines: Mapping[str, AlarmMachine]) -> bool:
         """Write the snapshots if they changed since the last save; return whether it wrote."""
-        obj = {"assets": {name: m.snapshot() for name, m in machines.items()}}
+        return self.save_snapshots({name: m.snapshot() for name, m in machines.items()})
+
+    def save_snapshots(self, snapshots: Mapping[str, Any]) -> bool:
+        """Write snapshots taken earlier (``AlarmMachine.snapshot()``) if they changed."""
+        obj = {"assets": dict(snapshots)}
         if obj == self._last:
             return False
         atomic_write_json(self.path, obj)

@@ -101,6 +101,10 @@ class Engine:
             a.stream_id(s): QualityAlarm(a.alarm.on_delay_windows, a.alarm.off_delay_windows)
             for a in config.assets.values() for s in a.streams}
         self.commands = CommandDir(config.engine.state_dir)
+        self._pending_records: list[Summary | AlarmEvent | HealthSample] = []
+        self._pending_alarms: dict[str, Any] | None = None
+        self._persist_wake = asyncio.Event()
+        self._persist_closing = False
 
     def stop(self) -> None:
         """Ask the engine to stop: sources stop, the hot path drains, sinks flush."""
@@ -144,7 +148,8 @@ class Engine:
                 status = self._status_link()
                 if status is not None:
                     tg.create_task(status.run(self._closed), name="status")
-                tg.create_task(self._hot_task(), name="hotpath")
+                persist = tg.create_task(self._persist_task(), name="persist")
+                tg.create_task(self._hot_task(persist), name="hotpath")
                 tg.create_task(self._sources_task(sources, stack), name="sources")
             st = self.spool.stats()
             self.counters["spool_dropped_overflow"] = st.dropped_overflow
@@ -220,7 +225,7 @@ class Engine:
         self._take_windows(item)
         return False
 
-    async def _hot_task(self) -> None:
+    async def _hot_task(self, persist: asyncio.Task[None]) -> None:
         done = False
         while True:
             if not done and not self._windows:
@@ -237,6 +242,9 @@ class Engine:
             out.events.extend(self._quality_events(results))
             self._dispatch(out)
         self._dispatch(Outputs(summaries=self.hot.flush()))
+        self._persist_closing = True
+        self._persist_wake.set()
+        await persist  # everything durable before the sinks take their last batch
         self._closing = True
         self._closed.set()
         for name in self._sink_wake:
@@ -265,17 +273,47 @@ class Engine:
             self.on_outputs(out)
 
     def _spool_put(self, records: list[Summary | AlarmEvent | HealthSample]) -> None:
-        """Make records durable in the spool (one fsync'ed commit) and wake the sinks."""
+        """Hand records to the persist task, which makes them durable and wakes the sinks."""
         if not records or self.spool is None:
             return
+        self._pending_records.extend(records)
+        self._persist_wake.set()
+
+    async def _persist_task(self) -> None:
+        """Durable writes (spool commits, alarm state) in a worker thread, off the event loop.
+
+        Each is an fsync of a few ms; done inline they would delay the actuator commands and
+        the next batch of windows queued behind them. Writes are batched while one is running.
+        """
+        while True:
+            await self._persist_wake.wait()
+            self._persist_wake.clear()
+            while self._pending_records or self._pending_alarms is not None:
+                records, self._pending_records = self._pending_records, []
+                alarms, self._pending_alarms = self._pending_alarms, None
+                stored = await asyncio.to_thread(self._persist, records, alarms)
+                if stored:
+                    for wake in self._sink_wake.values():
+                        wake.set()
+            if self._persist_closing:
+                return
+
+    def _persist(self, records: list[Summary | AlarmEvent | HealthSample], alarms: dict[str, Any] | None) -> bool:
+        """Worker thread: write the alarm snapshots and the spool records; True when records stored."""
+        if alarms is not None:
+            try:
+                self.alarm_store.save_snapshots(alarms)
+            except OSError as exc:
+                self._rl.warning("alarm-store", "cannot persist alarm state: %s", exc)
+        if not records or self.spool is None:
+            return False
         try:
             self.spool.put(records)
         except SpoolError as exc:  # a full or failing disk must not stop monitoring
             self.counters["spool_errors"] += len(records)
             self._rl.warning("spool", "%s", exc)
-            return
-        for wake in self._sink_wake.values():
-            wake.set()
+            return False
+        return True
 
     async def _health_task(self) -> None:
         """Self-metrics into the spool every ``engine.health_interval_s`` until the engine stops."""
@@ -382,10 +420,9 @@ class Engine:
         return out
 
     def _save_alarms(self) -> None:
-        try:
-            self.alarm_store.save(self.hot.alarms)
-        except OSError as exc:
-            self._rl.warning("alarm-store", "cannot persist alarm state: %s", exc)
+        """Snapshot every alarm machine now (on the loop); the persist task writes it."""
+        self._pending_alarms = {name: m.snapshot() for name, m in self.hot.alarms.items()}
+        self._persist_wake.set()
 
     def command(self, cmd: dict[str, Any]) -> bool:
         """Apply an operator command (``ack``, ``shelve``, ``unshelve``); True when it changed state."""
