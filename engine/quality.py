@@ -13,7 +13,9 @@ from machinewatch.engine.numba_opts import NJIT_REDUCE
 QUALITY_FLAGS = ("nan", "flatline", "clipping")
 
 
-@njit(**NJIT_REDUCE)
+#: a ~2 us kernel keeps the GIL: releasing it per window would cost a reacquisition each time,
+#: up to the switch interval (5 ms) while the event loop runs Python (the GIL convoy)
+@njit(**{**NJIT_REDUCE, "nogil": False})
 def _scan(
     x: np.ndarray, keys: np.ndarray, mask: int, shift: int, clip: float
 ) -> tuple[float, float, float, int]:
