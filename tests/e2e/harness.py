@@ -201,22 +201,39 @@ def spool_summaries(state: Path, sinks: list[str]) -> list[tuple[str, int]]:
     """``(asset, t_ns)`` of every asset summary still pending in a stopped engine's spool."""
     sp = Spool(state / "spool.db", sinks)
     try:
-        return [
-            (r.asset, r.t_ns)
-            for _, r in sp.peek(sinks[0], 10**7)
-            if isinstance(r, Summary)
-        ]
+        return [(r.asset, r.t_ns) for _, r in sp.peek(sinks[0], 10**7) if isinstance(r, Summary)]
     finally:
         sp.close()
 
 
 def db_summaries(vm: Any, site: str) -> dict[str, list[int]]:
-    """Per asset, the timestamps (ms) of its asset summaries in VictoriaMetrics (duplicates kept)."""
+    """Per asset, the distinct timestamps (ms) of its asset summaries in VictoriaMetrics.
+
+    InfluxDB overwrites a point written again with the same series and timestamp; VictoriaMetrics
+    (without ``-dedup``) keeps both copies of a re-sent batch. A copy with the *same* value is the
+    idempotent re-send of a write whose acknowledgement was lost (a timeout): it is folded here.
+    Two different values at one timestamp would be two different summaries of one interval, a
+    real duplicate: :class:`AssertionError`.
+    """
     vm.flush()
     out: dict[str, list[int]] = {}
-    for s in vm.export(f'{{__name__="machinewatch_summary_state_code",site="{site}",stream="_asset"}}'):
-        out.setdefault(s["metric"]["asset"], []).extend(s["timestamps"])
+    names = "machinewatch_summary_(state_code|score_max|score_mean)"
+    match = f'{{__name__=~"{names}",site="{site}",stream="_asset"}}'
+    for s in vm.export(match):
+        seen: dict[int, float] = {}
+        for t, v in zip(s["timestamps"], s["values"], strict=True):
+            assert seen.setdefault(t, v) == v, f"two different summaries at {t} for {s['metric']}"
+        if s["metric"]["__name__"].endswith("state_code"):
+            out.setdefault(s["metric"]["asset"], []).extend(seen)
     return out
+
+
+def db_resent(vm: Any, site: str) -> int:
+    """How many identical re-sent copies VictoriaMetrics holds (see :func:`db_summaries`)."""
+    n = 0
+    for s in vm.export(f'{{__name__="machinewatch_summary_state_code",site="{site}",stream="_asset"}}'):
+        n += len(s["timestamps"]) - len(set(s["timestamps"]))
+    return n
 
 
 # ----------------------------------------------------------------------------- MQTT observer
