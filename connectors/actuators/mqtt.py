@@ -49,6 +49,9 @@ _KEYS = COMMON_KEYS | POLICY_KEYS | {"topic_template", "format", "payload_on", "
 class MqttActuator(Actuator):
     """Publishes the output state of each wired asset (see the module docstring)."""
 
+    #: one connection per asset: the engine may send different assets' commands concurrently
+    concurrent_assets = True
+
     def __init__(self, name: str, options: Mapping[str, Any], config: Config,
                  client_factory: Callable[..., Any] = aiomqtt.Client) -> None:
         super().__init__(name, options, config)

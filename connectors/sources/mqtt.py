@@ -151,6 +151,12 @@ class CountingQueue(asyncio.Queue[Any]):
     """aiomqtt's incoming queue, bounded, counting what it had to discard when full."""
 
     dropped = 0
+    #: the queue aiomqtt made last (the source reads it directly, see MqttSource.chunks)
+    last: CountingQueue | None = None
+
+    def __init__(self, maxsize: int = 0) -> None:
+        super().__init__(maxsize)
+        type(self).last = self
 
     def put_nowait(self, item: Any) -> None:
         try:
@@ -272,7 +278,17 @@ class MqttSource(Source):
                     self.backoff.reset()
                     log.info("mqtt source %s: connected to %s:%s (%s, qos %d)", self.name, kw["hostname"],
                              kw["port"], self.topics.subscription, self.qos)
-                    async for msg in client.messages:
+                    queue = self._queue_cls.last  # type: ignore[attr-defined]
+                    messages = aiter(client.messages)
+                    while True:
+                        # Messages already queued are taken directly: aiomqtt's iterator makes a
+                        # task and an asyncio.wait per message (extra loop turns for every
+                        # chunk behind a burst). It is awaited (and reports a disconnect) only
+                        # when the queue is empty.
+                        if queue is not None and not queue.empty():
+                            msg = queue.get_nowait()
+                        else:
+                            msg = await anext(messages)
                         payload = msg.payload
                         if not isinstance(payload, bytes | bytearray):
                             payload = b"" if payload is None else str(payload).encode()
