@@ -42,6 +42,11 @@ log = logging.getLogger(__name__)
 _STOP = object()
 #: at most this many windows go to the worker thread in one call
 _BATCH_WINDOWS = 256
+#: a batch this small is computed on the loop (a 4096-sample vibration window: ~0.2-0.3 ms):
+#: the worker-thread round trip (wake the thread, hand the GIL back and forth, wake the loop)
+#: costs more than that on a busy 2-core box and sat in every command's latency (bench/
+#: e2e_latency.py stage trace: chunk decoded -> command dispatched, p50 ~6 ms -> ~2 ms)
+_INLINE_WINDOWS = 4
 _SINK_BATCH = 500
 
 
@@ -237,7 +242,10 @@ class Engine:
                     break
                 continue
             batch = [self._windows.popleft() for _ in range(min(_BATCH_WINDOWS, len(self._windows)))]
-            results = await asyncio.to_thread(self.hot.features, batch)
+            if len(batch) <= _INLINE_WINDOWS:
+                results = self.hot.features(batch)
+            else:
+                results = await asyncio.to_thread(self.hot.features, batch)
             out = self.hot.apply(results)
             out.events.extend(self._quality_events(results))
             self._dispatch(out)
@@ -372,20 +380,38 @@ class Engine:
             spool.ack(sink.name, batch[-1][0])
             self.counters[f"sink_written_{sink.name}"] += len(batch)
 
+    async def _actuate(self, act: Actuator, name: str, on: bool, event: AlarmEvent | None,
+                       prev: asyncio.Task[None] | None) -> None:
+        if prev is not None:
+            await asyncio.wait([prev])  # keep the order of one output's commands
+        try:
+            await act.set(event.asset if event else "", on, event)
+            self.counters["actuations"] += 1
+        except ConnectorError as exc:
+            self.counters["actuator_errors"] += 1
+            self._rl.warning(f"act:{name}", "actuator %s: %s", name, exc)
+
     async def _actuator_task(self, actuators: dict[str, Actuator]) -> None:
+        # A set() may wait on the plant (an MQTT QoS 1 publish awaits its PUBACK, ~1-3 ms):
+        # commands of different assets go out concurrently when the connector allows it
+        # (``concurrent_assets``, e.g. mqtt: one connection per asset), so a command never waits
+        # for another asset's acknowledgement; one output's commands stay in order (chained).
+        last: dict[tuple[str, str], asyncio.Task[None]] = {}
         try:
             while True:
                 item = await self._act_q.get()
                 if item is _STOP:
                     break
                 name, on, event = item  # type: ignore[misc]
-                try:
-                    await actuators[name].set(event.asset if event else "", on, event)
-                    self.counters["actuations"] += 1
-                except ConnectorError as exc:
-                    self.counters["actuator_errors"] += 1
-                    self._rl.warning(f"act:{name}", "actuator %s: %s", name, exc)
+                act = actuators[name]
+                per_asset = getattr(getattr(act, "inner", act), "concurrent_assets", False)
+                key = (name, event.asset if event is not None and per_asset else "")
+                last[key] = asyncio.create_task(self._actuate(act, name, on, event, last.get(key)))
+                for k in [k for k, t in last.items() if t.done()]:
+                    last.pop(k).result()  # an unexpected error stops the engine, as before
         finally:
+            if last:
+                await asyncio.gather(*last.values())
             for name, act in actuators.items():
                 try:
                     await asyncio.wait_for(act.safe_state(), 5.0)
