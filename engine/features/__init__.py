@@ -40,13 +40,14 @@ __all__ = [
     "VibrationExtractor",
     "feature_names",
     "make_extractor",
+    "stack_windows",
     "warmup",
 ]
 
 import numpy as np
 
 from machinewatch.engine.config import MachineConfig, StreamConfig
-from machinewatch.engine.features.base import FeatureExtractor
+from machinewatch.engine.features.base import FeatureExtractor, stack_windows
 from machinewatch.engine.features.current import CurrentExtractor, current_names
 from machinewatch.engine.features.scalar import SCALAR_NAMES, ScalarExtractor
 from machinewatch.engine.features.vibration import VibrationExtractor, vibration_names
@@ -97,3 +98,4 @@ def warmup(stream: StreamConfig, machine: MachineConfig) -> None:
         for arr in (x, ro):
             ex.compute_batch(arr, shaft, out)
             ex.compute(arr[0], float(shaft[0]), out[0])
+            stack_windows([arr[0], arr[1]])
