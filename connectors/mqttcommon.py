@@ -9,7 +9,7 @@ Options (in any ``[sources.X]`` of kind ``mqtt`` or ``[actuators.X]`` of kind ``
     # tls_cert = "/etc/machinewatch/client.crt"      # mutual TLS: client certificate ...
     # tls_key = "/etc/machinewatch/client.key"       # ... and its key
     # tls_insecure = false                           # skip host-name check (test set-ups only)
-    # keepalive_s = 30
+    # keepalive_s = 30               # a dead or frozen broker is noticed within this (pings every half)
     # reconnect_min_s = 0.1           # capped, jittered exponential backoff between attempts
     # reconnect_max_s = 2.0
 """
@@ -102,7 +102,9 @@ def client_kwargs(options: Mapping[str, Any], path: str) -> dict[str, Any]:
     kw: dict[str, Any] = {
         "hostname": b.host,
         "port": b.port,
-        "keepalive": int(options.get("keepalive_s", 30)),
+        # paho pings after one idle keepalive and gives up one keepalive later (up to 2x): pinging
+        # at half the configured value notices a dead or frozen broker within keepalive_s
+        "keepalive": max(1, round(int(options.get("keepalive_s", 30)) / 2)),
         "socket_options": [NODELAY],
         "timeout": 5.0,
     }
