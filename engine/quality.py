@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["QUALITY_FLAGS", "quality_flag"]
+__all__ = ["QUALITY_FLAGS", "quality_flag", "quality_flags"]
 
 import numpy as np
 from numba import njit
@@ -71,3 +71,42 @@ def quality_flag(values: np.ndarray, stream: StreamConfig) -> str | None:
     if stream.clip_level > 0 and nclip >= max(2, a.size // 1000):
         return "clipping"
     return None
+
+
+@njit(**{**NJIT_REDUCE, "nogil": False})
+def _scan_rows(
+    x: np.ndarray, keys: np.ndarray, mask: int, shift: int, clip: float, res: np.ndarray, nclip: np.ndarray
+) -> None:
+    for i in range(x.shape[0]):
+        bad, lo, hi, n = _scan(x[i], keys[i], mask, shift, clip)
+        res[i, 0] = bad
+        res[i, 1] = lo
+        res[i, 2] = hi
+        nclip[i] = n
+
+
+def quality_flags(windows: np.ndarray, stream: StreamConfig) -> list[str | None]:
+    """:func:`quality_flag` of every window of a stacked batch ``(n, ...)`` in one kernel call."""
+    n = windows.shape[0]
+    a = np.ascontiguousarray(windows).reshape(n, -1)
+    if a.dtype != np.float32 and a.dtype != np.float64:
+        a = a.astype(np.float64)
+    if n == 0 or a.shape[1] == 0:
+        return [quality_flag(w, stream) for w in a]
+    it, mask, shift = _KEYS[a.dtype.itemsize]
+    res = np.empty((n, 3))
+    nclip = np.empty(n, dtype=np.int64)
+    _scan_rows(a, a.view(it), mask, shift, stream.clip_level, res, nclip)
+    out: list[str | None] = []
+    flat = stream.window_samples > 1
+    need = max(2, a.shape[1] // 1000)
+    for (bad, lo, hi), nc in zip(res.tolist(), nclip.tolist(), strict=True):
+        if bad != 0.0:
+            out.append("nan")
+        elif flat and hi - lo <= stream.flatline_p2p:
+            out.append("flatline")
+        elif stream.clip_level > 0 and nc >= need:
+            out.append("clipping")
+        else:
+            out.append(None)
+    return out
