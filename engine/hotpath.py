@@ -20,7 +20,7 @@ from machinewatch.engine.alarm import AlarmMachine
 from machinewatch.engine.buffers import StreamBuffer
 from machinewatch.engine.config import Config
 from machinewatch.engine.errors import ModelError
-from machinewatch.engine.quality import quality_flag
+from machinewatch.engine.quality import quality_flags
 from machinewatch.engine.registry import registry
 from machinewatch.engine.scoring import AssetScorer, LearnedModel
 from machinewatch.engine.summary import AssetSummariser
@@ -95,7 +95,7 @@ class HotPath:
         for a in self.config.assets.values():
             for s in a.streams.values():
                 feats.warmup(s, a.machine)
-                quality_flag(np.ones(s.window_samples * s.channels, np.float32), s)  # compile
+                quality_flags(np.ones((2, s.window_samples * s.channels), np.float32), s)  # compile
         warm_models()
 
     def ingest(self, chunk: Chunk) -> list[Window]:
@@ -111,18 +111,25 @@ class HotPath:
 
         Windows of the same stream go through one batched kernel call.
         """
-        out: list[WindowResult] = []
+        out = [WindowResult(w, None, None) for w in windows]
         by_stream: dict[str, list[WindowResult]] = {}
-        for w in windows:
-            asset, stream = self.config.stream(w.stream_id)
-            r = WindowResult(w, None, quality_flag(w.values, stream))
-            out.append(r)
-            if r.flag is None:
-                by_stream.setdefault(w.stream_id, []).append(r)
-        for sid, rs in by_stream.items():
+        for r in out:
+            by_stream.setdefault(r.window.stream_id, []).append(r)
+        for sid, all_rs in by_stream.items():
+            _, stream = self.config.stream(sid)
+            # one stack and one quality kernel per stream, both keeping the GIL: no GIL round trip
+            # per window (each can wait a whole switch interval while the loop runs Python)
+            stack = feats.stack_windows([r.window.values for r in all_rs])
+            flags = quality_flags(stack, stream)
+            for r, f in zip(all_rs, flags, strict=True):
+                r.flag = f
+            rs = [r for r in all_rs if r.flag is None]
+            if not rs:
+                continue
+            if len(rs) < len(all_rs):
+                stack = stack[[i for i, f in enumerate(flags) if f is None]]
             ex = self.extractors[sid]
             asset_name = sid.partition("/")[0]
-            stack = feats.stack_windows([r.window.values for r in rs])  # keeps the GIL (no convoy)
             speed = np.full(len(rs), self.speed_hz[asset_name])
             res = np.empty((len(rs), len(ex.names)))
             ok = ex.compute_batch(stack, speed, res)
