@@ -19,8 +19,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -35,11 +37,14 @@ for _v in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_
 import aiomqtt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from machinewatch.engine.codecs import encode_frame  # noqa: E402
+from machinewatch.engine.codecs import DTYPE_F32, FRAME_HEADER, FRAME_MAGIC, FRAME_VERSION  # noqa: E402
 
 RATE = 25600.0
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 MW = str(Path(sys.executable).parent / "machinewatch")
+#: publishers issue a tick's messages together; aiomqtt warns on every call beyond 10 pending
+QUIET = logging.getLogger("bench.aiomqtt")
+QUIET.setLevel(logging.ERROR)
 
 
 def free_port() -> int:
@@ -95,60 +100,127 @@ max_changes_per_min = 100000
 # -- publisher process --------------------------------------------------------------------------
 
 
-async def publish_latency(port: int, n: int, learn_chunks: int, seconds: float, out: str) -> None:
-    """Learning data as fast as possible, then real time with injected faults; writes publish times."""
+def frame(body: bytes, n: int, t0_ns: int, seq: int) -> bytes:
+    """A float32 binary frame from a pre-encoded body: only the 40-byte header is packed per message."""
+    return FRAME_HEADER.pack(FRAME_MAGIC, FRAME_VERSION, DTYPE_F32, 1, RATE, t0_ns, seq, n, 1.0) + body
+
+
+async def publish_latency(
+    port: int, n: int, learn_chunks: int, seconds: float, out: str, burst: bool
+) -> None:
+    """Learning data as fast as possible, then real time with injected faults; writes publish times.
+
+    Payload bodies are encoded once up front, so a tick costs a header pack per message. The n
+    messages of a tick are issued together (one loop turn; paho writes them in one go) and each is
+    stamped immediately *before* its publish call, so the measured latency includes the
+    publisher's own queueing and write.
+    """
     rng = np.random.default_rng(1)
     pool = [rng.normal(0, 1, 1024).astype(np.float32) for _ in range(64)]
+    healthy = [x.astype("<f4").tobytes() for x in pool]
+    faulty = [(x * np.float32(30.0)).astype("<f4").tobytes() for x in pool]
     t0 = (time.time_ns() // 10**9) * 10**9
     per = 1024 * 10**9 // int(RATE)  # 40 ms: exact for 25.6 kHz
     sent: dict[str, int] = {}
-    async with aiomqtt.Client("127.0.0.1", port, socket_options=NODELAY, max_inflight_messages=5000) as c:
-        k = 0
+    async with aiomqtt.Client(
+        "127.0.0.1", port, socket_options=NODELAY, max_inflight_messages=5000, logger=QUIET
+    ) as c:
+
+        async def pub(topic: str, payload: bytes, key: str | None) -> None:
+            if key is not None:
+                sent[key] = time.time_ns()
+            await c.publish(topic, payload)
+
         for k in range(learn_chunks):
-            for i in range(n):
-                await c.publish(
-                    f"machinewatch/b/m{i}/vib", encode_frame(pool[(k + i) % 64], t0 + k * per, k, RATE)
-                )
+            await asyncio.gather(
+                *(pub(f"machinewatch/b/m{i}/vib", frame(healthy[(k + i) % 64], 1024, t0 + k * per, k), None)
+                  for i in range(n))
+            )
         await asyncio.sleep(3.0)  # let the engine fit its models
         start = time.monotonic()
         k0 = learn_chunks
         k = k0
         while time.monotonic() - start < seconds:
-            due = start + (k - k0) * per / 1e9
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            msgs = []
             for i in range(n):
                 # stream i's windows end at chunk indexes 4m + 3; offset i % 4 staggers them
                 win = (k - k0 - (i % 4)) // 4
-                faulty = (
-                    win >= 0 and (win + i) % 8 == 0
-                )  # one fault window in 8 per stream: ALARM, then NORMAL
-                x = pool[(k + i) % 64] * (np.float32(30.0) if faulty else np.float32(1.0))
-                await c.publish(f"machinewatch/b/m{i}/vib", encode_frame(x, t0 + k * per, k, RATE))
-                sent[f"m{i}:{t0 + (k + 1) * per}"] = time.time_ns()
+                bad = win >= 0 and (win + i) % 8 == 0  # one fault window in 8 per stream: ALARM, then NORMAL
+                body = (faulty if bad else healthy)[(k + i) % 64]
+                payload = frame(body, 1024, t0 + k * per, k)
+                m = pub(f"machinewatch/b/m{i}/vib", payload, f"m{i}:{t0 + (k + 1) * per}")
+                if burst:
+                    msgs.append(m)
+                    continue
+                # spread: each sensor on its own clock, stream i's phase i/n of a chunk period
+                due = start + ((k - k0) * per + i * per // n) / 1e9
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                await m
+            if burst:  # one acquisition unit: every stream's chunk at the same instant
+                due = start + (k - k0) * per / 1e9
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                await asyncio.gather(*msgs)
             k += 1
     Path(out).write_text(json.dumps(sent))
 
 
-async def publish_rate(port: int, n: int, rate: float, seconds: float, t0: int, seq0: int) -> dict[str, Any]:
-    """4096-sample frames, round robin over n streams, paced at ``rate`` messages/s (QoS 0)."""
+async def publish_rate(port: int, n: int, rate: float, seconds: float, t0: int, seq0: int,
+                       part: int = 0, parts: int = 1) -> dict[str, Any]:
+    """4096-sample frames, round robin over n streams, paced at ``rate`` messages/s (QoS 0).
+
+    With ``parts`` > 1 this process sends only streams ``i % parts == part`` at ``rate / parts``
+    (several publisher processes, so the publisher is not the limit). Messages go out in
+    batches of 64 issued together; bodies are pre-encoded.
+    """
     rng = np.random.default_rng(2)
-    pool = [rng.normal(0, 1, 4096).astype(np.float32) for _ in range(16)]
+    bodies = [rng.normal(0, 1, 4096).astype("<f4").tobytes() for _ in range(16)]
     per = 4096 * 10**9 // int(RATE)
     total = int(rate * seconds)
+    jobs = [j for j in range(total) if (j % n) % parts == part] if parts > 1 else range(total)
+    my_rate = rate * len(jobs) / total if total else rate
     async with aiomqtt.Client(
-        "127.0.0.1", port, socket_options=NODELAY, max_queued_outgoing_messages=None
+        "127.0.0.1", port, socket_options=NODELAY, max_queued_outgoing_messages=None, logger=QUIET
     ) as c:
         start = time.monotonic()
-        for j in range(total):
+        batch = []
+        for m, j in enumerate(jobs):
             i, k = j % n, seq0 + j // n
-            payload = encode_frame(pool[j % 16], t0 + k * per, k, RATE)
-            if j % 64 == 0:
-                lag = start + j / rate - time.monotonic()
+            payload = frame(bodies[j % 16], 4096, t0 + k * per, k)
+            batch.append(c.publish(f"machinewatch/b/m{i}/vib", payload, qos=0))
+            if len(batch) == 64:
+                lag = start + m / my_rate - time.monotonic()
                 if lag > 0:
                     await asyncio.sleep(lag)
-            await c.publish(f"machinewatch/b/m{i}/vib", payload, qos=0)
+                await asyncio.gather(*batch)
+                batch = []
+        await asyncio.gather(*batch)
         wall = time.monotonic() - start
-    return {"sent": total, "wall_s": wall}
+    return {"sent": len(jobs), "wall_s": wall}
+
+
+async def floor_subscriber(port: int, out: str) -> None:
+    """A bare aiomqtt subscriber to the waveform topics, until SIGTERM: when each chunk arrived.
+
+    Publish -> this receipt is the floor of the broker path on this machine at this moment.
+    """
+    got: dict[str, int] = {}
+    per = 1024 * 10**9 // int(RATE)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async with aiomqtt.Client("127.0.0.1", port, socket_options=NODELAY, logger=QUIET) as c:
+        await c.subscribe("machinewatch/b/+/vib", qos=0)
+        print("ready", flush=True)
+
+        async def collect() -> None:
+            async for m in c.messages:
+                now = time.time_ns()
+                t0 = FRAME_HEADER.unpack_from(m.payload)[5]  # type: ignore[arg-type]
+                got[f"{str(m.topic).split('/')[2]}:{t0 + per}"] = now
+
+        task = asyncio.create_task(collect())
+        await stop.wait()
+        task.cancel()
+    Path(out).write_text(json.dumps(got))
 
 
 # -- driver -------------------------------------------------------------------------------------
@@ -187,9 +259,14 @@ def counters(d: Path, window: int) -> dict[str, int]:
         return {}
 
 
-def start_engine(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_engine(cfg: Path, log: Path, trace: Path | None = None) -> subprocess.Popen[bytes]:
+    """``machinewatch run cfg``; with ``trace``, under bench/e2e_stages.py (stage stamps to ``trace``)."""
+    cmd, env = [MW, "run", str(cfg)], dict(os.environ)
+    if trace is not None:
+        cmd = [sys.executable, str(Path(__file__).with_name("e2e_stages.py")), "run", str(cfg)]
+        env["MW_TRACE"] = str(trace)
     with log.open("ab") as f:
-        return subprocess.Popen([MW, "run", str(cfg)], stdout=f, stderr=subprocess.STDOUT)
+        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
 
 
 async def wait_online(port: int, timeout: float = 120.0) -> None:
@@ -205,9 +282,25 @@ def pub_proc(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, __file__, "--role", "pub", *args], stdout=subprocess.PIPE)
 
 
-async def latency(d: Path, broker: Broker, n: int, seconds: float) -> dict[str, Any]:
+#: publisher processes of the rate phases (one Python publisher tops out near the engine's rate)
+PUBLISHERS = 2
+
+
+async def publish_rate_procs(
+    port: int, n: int, rate: float, seconds: float, t0: int, seq0: int
+) -> dict[str, Any]:
+    """``publish_rate`` split over ``PUBLISHERS`` processes (streams dealt round robin); summed."""
+    procs = [pub_proc("rate", str(port), str(n), str(rate), str(seconds), str(t0), str(seq0), str(p),
+                      str(PUBLISHERS)) for p in range(PUBLISHERS)]
+    outs = [json.loads((await asyncio.to_thread(p.communicate))[0]) for p in procs]
+    return {"sent": sum(o["sent"] for o in outs), "wall_s": max(o["wall_s"] for o in outs)}
+
+
+async def latency(
+    d: Path, broker: Broker, n: int, seconds: float, pattern: str, trace: bool = False
+) -> dict[str, Any]:
     cfg = engine_toml(d, broker.port, n, 4096, 20)
-    eng = start_engine(cfg, d / "engine-latency.log")
+    eng = start_engine(cfg, d / "engine-latency.log", d / "trace.json" if trace else None)
     arrivals: list[tuple[str, int, int]] = []
     made: dict[str, int] = {}
     try:
@@ -215,7 +308,11 @@ async def latency(d: Path, broker: Broker, n: int, seconds: float) -> dict[str, 
         async with aiomqtt.Client("127.0.0.1", broker.port, socket_options=NODELAY) as sub:
             await sub.subscribe("machinewatch/b/+/command", qos=1)
             out = d / "sent.json"
-            pub = pub_proc("latency", str(broker.port), str(n), str(20 * 4 + 8), str(seconds), str(out))
+            floor = pub_proc("floor", str(broker.port), str(d / "floor.json"))
+            assert floor.stdout is not None
+            await asyncio.to_thread(floor.stdout.readline)  # subscribed
+            pub = pub_proc("latency", str(broker.port), str(n), str(20 * 4 + 8), str(seconds), str(out),
+                           pattern)
 
             async def collect() -> None:
                 async for m in sub.messages:
@@ -229,12 +326,18 @@ async def latency(d: Path, broker: Broker, n: int, seconds: float) -> dict[str, 
             await asyncio.to_thread(pub.wait)
             await asyncio.sleep(1.0)
             task.cancel()
+            floor.terminate()  # it writes its arrival times and exits
+            floor.wait(10)
     finally:
         eng.terminate()
         eng.wait(30)
     sent = json.loads(out.read_text())
+    (d / "arrivals.json").write_text(json.dumps(arrivals))
     lat = [(now - sent[f"{a}:{t}"]) / 1e6 for a, t, now in arrivals if f"{a}:{t}" in sent]
     inside = [(made[f"{a}:{t}"] - sent[f"{a}:{t}"]) / 1e6 for a, t, _ in arrivals if f"{a}:{t}" in sent]
+    got = json.loads((d / "floor.json").read_text())
+    keys = [f"{a}:{t}" for a, t, _ in arrivals if f"{a}:{t}" in sent and f"{a}:{t}" in got]
+    floor_ms = [(got[k] - sent[k]) / 1e6 for k in keys]
     if not lat:
         raise RuntimeError(f"no latency samples (log: {d / 'engine-latency.log'})")
     return {
@@ -242,7 +345,12 @@ async def latency(d: Path, broker: Broker, n: int, seconds: float) -> dict[str, 
         "p99_ms": float(np.percentile(lat, 99)),
         "latency_samples": len(lat),
         "p50_publish_to_command_made_ms": float(np.percentile(inside, 50)),
+        "p99_publish_to_command_made_ms": float(np.percentile(inside, 99)),
+        # the same chunks' publish -> receipt by a bare subscriber process: the broker path's floor
+        "p50_floor_bare_subscriber_ms": float(np.percentile(floor_ms, 50)) if floor_ms else None,
+        "p99_floor_bare_subscriber_ms": float(np.percentile(floor_ms, 99)) if floor_ms else None,
         "nominal_streams": n,
+        "pattern": pattern,
         "nominal_msgs_per_s": n * RATE / 1024,
     }
 
@@ -254,7 +362,9 @@ async def bare_ceiling(broker: Broker, n: int, count: int) -> float:
         "127.0.0.1", broker.port, socket_options=NODELAY, max_queued_incoming_messages=0
     ) as sub:
         await sub.subscribe("machinewatch/b/+/vib", qos=0)
-        pub = pub_proc("rate", str(broker.port), str(n), "1e9", str(count / 1e9), str(time.time_ns()), "0")
+        pubs = asyncio.create_task(
+            publish_rate_procs(broker.port, n, 1e9, count / 1e9, time.time_ns(), 0)
+        )
 
         async def collect() -> None:
             nonlocal got, first, last
@@ -265,7 +375,7 @@ async def bare_ceiling(broker: Broker, n: int, count: int) -> float:
                     first = last
 
         task = asyncio.create_task(collect())
-        await asyncio.to_thread(pub.wait)
+        await pubs
         t = time.monotonic()
         while got < count and time.monotonic() - t < 10:
             await asyncio.sleep(0.05)
@@ -285,16 +395,14 @@ async def engine_ceiling(
         t0 = (time.time_ns() // 10**9) * 10**9
         seq = 0
         # learning: 12 windows per stream
-        pub = pub_proc("rate", str(broker.port), str(n), "500", str(12 * n / 500), str(t0), str(seq))
-        await asyncio.to_thread(pub.wait)
+        await publish_rate_procs(broker.port, n, 500, 12 * n / 500, t0, seq)
         seq += 12
         await asyncio.sleep(3.0)
         rate = start_rate
         while True:
             before = counters(d, 4096)
             total = int(rate * step_s)
-            pub = pub_proc("rate", str(broker.port), str(n), str(rate), str(step_s), str(t0), str(seq))
-            res = json.loads((await asyncio.to_thread(pub.communicate))[0])
+            res = await publish_rate_procs(broker.port, n, rate, step_s, t0, seq)
             seq += total // n + 2
             wait = time.monotonic()
             while time.monotonic() - wait < 3.0:
@@ -333,10 +441,15 @@ async def engine_ceiling(
 
 
 async def drive(args: argparse.Namespace) -> dict[str, Any]:
+    load_before = os.getloadavg()  # the machine may be shared: every figure goes with its load
     d = Path(tempfile.mkdtemp(prefix="mw-bench-"))
     broker = Broker(d)
     try:
-        result = await latency(d, broker, args.streams, args.seconds)
+        result = await latency(d, broker, args.streams, args.seconds, args.pattern, args.trace_stages)
+        if args.trace_stages:
+            from e2e_stages import report  # bench/ is on sys.path when run as a script
+
+            result["stages_ms_since_publish_p50_p90_p99"] = report(str(d))
         bare, best, steps = 0.0, 0.0, []
         if not args.latency_only:
             bare = await bare_ceiling(broker, 16, args.bare_messages)
@@ -354,6 +467,9 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
             for v in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
         },
         "workdir": str(d),
+        "loadavg_1_5_15_before": [round(x, 2) for x in load_before],
+        "loadavg_1_5_15_after": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
     }
     return result
 
@@ -367,15 +483,23 @@ def main() -> None:
     p.add_argument("--start-rate", type=float, default=1000.0)
     p.add_argument("--step-s", type=float, default=4.0)
     p.add_argument("--latency-only", action="store_true")
+    p.add_argument("--pattern", choices=("spread", "burst"), default="spread",
+                   help="spread: each stream on its own clock (independent sensors, phases i/n of a "
+                        "chunk period); burst: all streams' chunks at the same instant (one DAQ unit)")
+    p.add_argument("--trace-stages", action="store_true",
+                   help="run the engine under bench/e2e_stages.py and report where the latency goes")
     p.add_argument("--role", default="driver")
     a, rest = p.parse_known_args()
     if a.role == "pub":
         mode, *r = rest
-        if mode == "latency":
-            asyncio.run(publish_latency(int(r[0]), int(r[1]), int(r[2]), float(r[3]), r[4]))
+        if mode == "floor":
+            asyncio.run(floor_subscriber(int(r[0]), r[1]))
+        elif mode == "latency":
+            asyncio.run(publish_latency(int(r[0]), int(r[1]), int(r[2]), float(r[3]), r[4], r[5] == "burst"))
         else:
             out = asyncio.run(
-                publish_rate(int(r[0]), int(r[1]), float(r[2]), float(r[3]), int(r[4]), int(r[5]))
+                publish_rate(int(r[0]), int(r[1]), float(r[2]), float(r[3]), int(r[4]), int(r[5]),
+                             int(r[6]), int(r[7]))
             )
             print(json.dumps(out))
         return
