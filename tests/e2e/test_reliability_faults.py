@@ -1,0 +1,326 @@
+"""Reliability: broker frozen, disk full, overload, bad sensors, wall-clock jumps, damaged spool.
+
+Engine, Mosquitto, VictoriaMetrics and the publishers are separate processes on loopback (the
+broker kill/restart case is ``test_mqtt_e2e.py::test_broker_outage_30s``; the 10,000 malformed
+payloads are ``test_mqtt_e2e.py::test_qos1_while_stopped_and_malformed_flood``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e.harness import (
+    MW,
+    OVENS,
+    Sampler,
+    counters,
+    engine_toml,
+    final_counters,
+    metrics,
+    sim_toml,
+    until,
+    watch,
+    write,
+)
+from servers import free_port
+
+pytestmark = pytest.mark.timeout(240)
+
+T0 = 1_700_000_000_000_000_000
+
+
+def rejected(c: dict[str, int]) -> int:
+    return sum(v for k, v in c.items() if k.startswith("rejected_") and k != "rejected_disconnected")
+
+
+# ----------------------------------------------------------------------------- broker frozen
+
+
+async def test_broker_frozen_longer_than_keepalive(
+    mosquitto_factory: Any, run_process: Any, tmp_path: Path
+) -> None:
+    keepalive = 2
+    broker = mosquitto_factory()
+    state = tmp_path / "state"
+    cfg = write(
+        tmp_path / "engine.toml",
+        engine_toml(state, broker.url, keepalive_s=keepalive, latching=False, stale_after_s=2.0),
+    )
+    async with watch(broker.port) as w:
+        eng = run_process([MW, "run", str(cfg)], name="engine")
+        await until(lambda: w.status().count(b"online") >= 1, 60, "engine online")
+        sim = run_process(
+            [
+                MW,
+                "simulate",
+                "--broker",
+                broker.url,
+                "--qos",
+                "0",
+                "--config",
+                str(write(tmp_path / "sim.toml", sim_toml(speedup=1.0, duration_s=40.0))),
+            ],
+            name="sim",
+        )
+        await until(lambda: counters(state).get("windows_scored", 0) >= 30, 60, "monitoring")
+        before = counters(state)
+        broker.pause()  # SIGSTOP: TCP stays up, nothing is answered
+        t_freeze = time.monotonic()
+        noticed = await until(
+            lambda: counters(state).get("rejected_disconnected", 0) > before.get("rejected_disconnected", 0),
+            4 * keepalive,
+            "disconnect noticed",
+        )
+        await asyncio.sleep(max(0.0, 3 * keepalive - (time.monotonic() - t_freeze)))  # frozen 3 keepalives
+        broker.resume()
+        t_back = time.monotonic()
+        c1 = counters(state)
+        await until(
+            lambda: counters(state).get("chunks_in", 0) > c1.get("chunks_in", 0) + 20, 30, "data again"
+        )
+        reconnect = time.monotonic() - t_back
+        await until(lambda: counters(state).get("windows_scored", 0) > c1.get("windows_scored", 0) + 10, 30)
+        sim.stop()
+        eng.stop()
+    c = counters(state)
+    log = eng.log_text()
+    assert noticed <= 1.5 * keepalive, f"noticed after {noticed:.1f} s, keepalive {keepalive} s"
+    assert c.get("quality_stale", 0) >= 1, "the gap is flagged (STALE)"
+    assert " -> ALARM" not in log and c.get("actuations", 0) == 0, "a frozen broker must never actuate"
+    assert not w.energised("p1") and not w.energised("t1")
+    assert eng.returncode == 0
+    print(
+        f"\nbroker frozen {3 * keepalive} s (keepalive {keepalive} s): noticed after {noticed:.2f} s, "
+        f"data flowing {reconnect:.2f} s after SIGCONT, stale flags {c.get('quality_stale', 0)}, "
+        f"0 alarms, 0 actuations"
+    )
+
+
+# ----------------------------------------------------------------------------- disk full
+
+
+@contextlib.contextmanager
+def tiny_fs(path: Path, size: str) -> Iterator[None]:
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {r.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_disk_full_for_the_spool(run_process: Any, tmp_path: Path) -> None:
+    """A 512 KiB tmpfs as state_dir, the database unreachable: the disk fills, monitoring goes on."""
+    state = tmp_path / "state"
+    with tiny_fs(state, "512k"):
+        cfg = write(
+            tmp_path / "engine.toml",
+            f"""
+[engine]
+site = "full"
+state_dir = "{state}"
+summary_interval_s = 1.0
+health_interval_s = 0.5
+{OVENS}
+[sources.sim]
+kind = "simulator"
+seed = 3
+speedup = "max"
+duration_s = 1800.0
+start_ns = {T0}
+[[sources.sim.faults]]
+asset = "oven1"
+kind = "overheating"
+start_s = 300.0
+ramp_s = 10.0
+severity = 1.0
+[sinks.influx]
+kind = "influxdb"
+url = "http://127.0.0.1:{free_port()}"
+bucket = "machinewatch"
+timeout_s = 1.0
+""",
+        )
+        eng = run_process([MW, "run", str(cfg)], name="engine")
+        assert eng.wait(180) == 0, eng.log_tail()
+        df = shutil.disk_usage(state)
+        c = final_counters(eng.log_text())
+        log = eng.log_text()
+        with sqlite3.connect(f"file:{state / 'spool.db'}?mode=ro", uri=True) as db:
+            in_spool = db.execute("SELECT COUNT(*) FROM records WHERE kind = 's'").fetchone()[0]
+    assert c["summaries"] >= 2 * 1790, "one summary per data second and asset: monitoring never stopped"
+    assert c["windows_scored"] >= 3000 and c["actuations"] >= 1, "the alarm still drove its output"
+    assert "ENERGISE" in log.upper()
+    assert c["spool_errors"] > 0, "disk full: what could not be stored is counted"
+    # ledger: summaries + events + health = in the spool + refused by the full disk + dropped by the bound
+    assert c["spool_records_left"] + c["spool_errors"] + c["spool_dropped_overflow"] >= c["summaries"]
+    assert in_spool > 0
+    print(
+        f"\ndisk full (512 KiB tmpfs, {df.free} B free at the end): {c['summaries']} summaries, "
+        f"{in_spool} summaries kept in the spool, {c['spool_errors']} records refused by the full disk "
+        f"(counted as spool_errors), {c['spool_dropped_overflow']} dropped by the byte bound, "
+        f"{c['windows_scored']} windows scored, {c['actuations']} actuation(s)"
+    )
+
+
+# ----------------------------------------------------------------------------- overload
+
+
+async def test_overload_10x_then_nominal(mosquitto_factory: Any, run_process: Any, tmp_path: Path) -> None:
+    broker = mosquitto_factory()
+    state = tmp_path / "state"
+    port = free_port()
+    queue_windows = 64
+    cfg = write(
+        tmp_path / "engine.toml",
+        engine_toml(
+            state,
+            broker.url,
+            latching=False,
+            http_port=port,
+            stale_after_s=30.0,
+            extra=f"queue_windows = {queue_windows}\nqueue_chunks = 256",
+        ),
+    )
+    eng = run_process([MW, "run", str(cfg)], name="engine")
+    await until(lambda: metrics(port), 60, "engine up")
+    sampler = Sampler(eng.pid)
+    samp = asyncio.create_task(sampler.run())
+    peaks = {"queue_chunks": 0.0, "queue_windows": 0.0}
+
+    async def depth() -> None:
+        while True:
+            m = metrics(port)
+            for k in peaks:
+                peaks[k] = max(peaks[k], m.get(k, 0.0))
+            await asyncio.sleep(0.1)
+
+    dep = asyncio.create_task(depth())
+    now = time.time_ns()
+    fast = run_process(
+        [
+            MW,
+            "simulate",
+            "--broker",
+            broker.url,
+            "--client-id",
+            "rel-fast",
+            "--config",
+            str(write(tmp_path / "fast.toml", sim_toml(speedup=10.0, duration_s=120.0, start_ns=now))),
+        ],
+        name="fast",
+    )
+    t0 = time.monotonic()
+    await asyncio.to_thread(fast.wait, 120)
+    overload_s = time.monotonic() - t0
+    m_over = metrics(port)
+    rss_over = sampler.peak_rss_mib
+    nominal = run_process(
+        [
+            MW,
+            "simulate",
+            "--broker",
+            broker.url,
+            "--client-id",
+            "rel-nom",
+            "--config",
+            str(
+                write(
+                    tmp_path / "nom.toml", sim_toml(speedup=1.0, duration_s=6.0, start_ns=now + 121 * 10**9)
+                )
+            ),
+        ],
+        name="nom",
+    )
+    await asyncio.to_thread(nominal.wait, 60)
+    sent = sum(
+        int(ln.split("published ")[1].split()[0])
+        for ln in (fast.log_text() + nominal.log_text()).splitlines()
+        if "published " in ln
+    )
+    caught_up = await until(
+        lambda: (
+            metrics(port).get("chunks_in", 0) + rejected({k: int(v) for k, v in metrics(port).items()})
+            >= sent
+        ),
+        60,
+        "every message accounted for",
+    )
+    m = metrics(port)
+    dep.cancel()
+    samp.cancel()
+    eng.stop()
+    assert eng.returncode == 0
+    c = final_counters(eng.log_text())
+    assert c["chunks_in"] + rejected(c) == sent, (sent, c)  # published = ingested + rejected by reason
+    assert peaks["queue_windows"] <= queue_windows and peaks["queue_chunks"] <= 256
+    assert sampler.peak_rss_mib < 600
+    assert m["windows_scored"] > m_over["windows_scored"], "scoring goes on at nominal rate"
+    rss_end = sampler.samples[-1][1] / 1024
+    print(
+        f"\noverload: {sent} messages (10x nominal for {overload_s:.0f} s, then nominal 6 s), "
+        f"{c['chunks_in']} ingested + {rejected(c)} rejected = published; shed windows "
+        f"{c.get('windows_shed', 0)}; peak queues {peaks['queue_chunks']:.0f}/256 chunks, "
+        f"{peaks['queue_windows']:.0f}/{queue_windows} windows; peak RSS {sampler.peak_rss_mib:.0f} MiB "
+        f"(during overload {rss_over:.0f} MiB, at the end {rss_end:.0f} MiB); caught up {caught_up:.1f} s "
+        f"after the last message"
+    )
+
+
+# ----------------------------------------------------------------------------- bad sensor
+
+
+@pytest.mark.parametrize("fault", ["dropout", "flatline", "clipping"])
+async def test_bad_sensor_raises_quality_alarm_not_machine_alarm(
+    fault: str, mosquitto_factory: Any, run_process: Any, tmp_path: Path
+) -> None:
+    broker = mosquitto_factory()
+    state = tmp_path / "state"
+    text = engine_toml(state, broker.url, latching=False, stale_after_s=1.5)
+    text = text.replace("window_samples = 4096\n", "window_samples = 4096\nclip_level = 4.0\n", 1)
+    cfg = write(tmp_path / "engine.toml", text)
+    spec = {
+        "dropout": "duration_s = 10.0",
+        "flatline": "duration_s = 10.0",
+        "clipping": "duration_s = 10.0\nlevel = 0.5",
+    }
+    sim = sim_toml(
+        speedup=1.0,
+        duration_s=24.0,
+        faults=[f'asset = "p1"\nstream = "vib"\nkind = "{fault}"\nstart_s = 10.0\n{spec[fault]}'],
+    )
+    async with watch(broker.port) as w:
+        eng = run_process([MW, "run", str(cfg)], name="engine")
+        await until(lambda: w.status().count(b"online") >= 1, 60, "engine online")
+        pub = run_process(
+            [MW, "simulate", "--broker", broker.url, "--config", str(write(tmp_path / "sim.toml", sim))],
+            name="sim",
+        )
+        await asyncio.to_thread(pub.wait, 60)
+        await until(lambda: counters(state).get("chunks_in", 0) > 0, 10)
+        eng.stop()
+    c = final_counters(eng.log_text())
+    log = eng.log_text()
+    want = {
+        "dropout": "quality_stale",
+        "flatline": "quality_sensor_fault",
+        "clipping": "quality_sensor_fault",
+    }[fault]
+    qual = {k: v for k, v in c.items() if k.startswith("quality_") or k.startswith("windows_dq_")}
+    assert c.get(want, 0) >= 1, (fault, qual)
+    assert "machine p1: NORMAL -> ALARM" not in log and "machine p1: NORMAL -> WARNING" not in log
+    assert c.get("actuations", 0) == 0 and not w.energised("p1")
+    print(f"\nsensor {fault} on p1/vib: {qual}; machine alarms 0, actuations 0")
