@@ -28,6 +28,12 @@ class _Stats:
     def add(self, v: np.ndarray) -> None:
         ok = np.isfinite(v)
         self.n += 1
+        if ok.all():  # the common case, without fancy indexing (~4x faster per window)
+            np.minimum(self.lo, v, out=self.lo)
+            np.maximum(self.hi, v, out=self.hi)
+            self.sum += v
+            self.cnt += 1.0
+            return
         self.lo[ok] = np.minimum(self.lo[ok], v[ok])
         self.hi[ok] = np.maximum(self.hi[ok], v[ok])
         self.sum[ok] += v[ok]
