@@ -13,6 +13,7 @@ __all__ = ["Engine", "EngineReport"]
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 import signal
@@ -119,6 +120,13 @@ class Engine:
         """Warm up, run every task, and return the counters once everything has stopped."""
         t0 = time.perf_counter()
         await asyncio.to_thread(self.hot.warmup)
+        # What is alive now (modules, numba dispatchers, buffers, models) lives for the whole
+        # run: take it out of the cyclic collector, so a full (gen-2) collection scans only what
+        # the run allocates. A full collection of the warmed-up heap paused the process
+        # ~120-200 ms on the 2-core bench box (bench/e2e_stages.py): a latency spike every time
+        # one came due in a long run.
+        gc.collect()
+        gc.freeze()
         report = EngineReport(warmup_s=time.perf_counter() - t0)
         loop = asyncio.get_running_loop()
         if self.install_signals:
