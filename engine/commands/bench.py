@@ -183,8 +183,9 @@ def capacity(costs: dict[str, StreamCost], headroom: float, cpus: int) -> dict[s
         return res
     per_loop = statistics.mean(c.loop_s for c in vib)
     per_work = statistics.mean(c.worker_s for c in vib)
-    per_core = int(headroom / (per_loop + per_work))
-    total = int(min(headroom / per_loop, headroom / per_work)) if cpus >= 2 else per_core
+    eps = 1 + 1e-9  # 0.7 / 0.004 is 174.999...
+    per_core = int(eps * headroom / (per_loop + per_work))
+    total = int(eps * min(headroom / per_loop, headroom / per_work)) if cpus >= 2 else per_core
     res |= {
         "vibration_channel_cpu_s_per_s": per_loop + per_work,
         "vibration_channel_loop_s_per_s": per_loop,
@@ -217,8 +218,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"  {c.stream_id:24s} {c.kind:12s} {s.rate_hz:>8g} Hz x {s.channels} ch, "
               f"window {s.window_samples:>6d} hop {s.hop_samples:>6d}: {100 * c.total_s:6.2f} % of a core "
               f"(loop {100 * c.loop_s:.2f} %, kernels {100 * c.worker_s:.2f} %)")
-    print(f"this configuration: {100 * float(cap['cpu_share_of_one_core']):.1f} % of one core, "  # type: ignore[arg-type]
-          f"{100 * float(cap['cpu_share_of_gateway']):.1f} % of the gateway")  # type: ignore[arg-type]
+    print(f"this configuration: {100 * float(cap['cpu_share_of_one_core']):.2f} % of one core, "  # type: ignore[arg-type]
+          f"{100 * float(cap['cpu_share_of_gateway']):.2f} % of the gateway")  # type: ignore[arg-type]
     if cap["vibration_channels_per_core"] is None:
         print("no vibration stream configured: no channel capacity to report")
         return 0
