@@ -96,6 +96,10 @@ class Engine:
         self._closed = asyncio.Event()
         self._sink_wake: dict[str, asyncio.Event] = {}
         self._act_q: asyncio.Queue[tuple[str, bool, AlarmEvent | None] | object] = asyncio.Queue(1024)
+        # while the actuator task runs, commands start straight from _dispatch (see _actuate_now)
+        self._actuators: dict[str, Actuator] | None = None
+        self._act_last: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._act_inflight = 0
         self.last_chunk_wall: dict[str, float] = {}
         self._closing = False
         # alarm state survives restarts (a latched alarm stays latched); quality alarms per stream
@@ -276,6 +280,9 @@ class Engine:
             if e.kind != "machine" or (e.to_state == "ALARM") == (e.from_state == "ALARM"):
                 continue
             for act in self.config.assets[e.asset].alarm.actuators:
+                if self._actuators is not None:
+                    self._actuate_now(act, e.to_state == "ALARM", e)
+                    continue
                 try:
                     self._act_q.put_nowait((act, e.to_state == "ALARM", e))
                 except asyncio.QueueFull:
@@ -390,36 +397,52 @@ class Engine:
 
     async def _actuate(self, act: Actuator, name: str, on: bool, event: AlarmEvent | None,
                        prev: asyncio.Task[None] | None) -> None:
-        if prev is not None:
-            await asyncio.wait([prev])  # keep the order of one output's commands
         try:
+            if prev is not None:
+                await asyncio.wait([prev])  # keep the order of one output's commands
             await act.set(event.asset if event else "", on, event)
             self.counters["actuations"] += 1
         except ConnectorError as exc:
             self.counters["actuator_errors"] += 1
             self._rl.warning(f"act:{name}", "actuator %s: %s", name, exc)
+        finally:
+            self._act_inflight -= 1
+
+    def _actuate_now(self, name: str, on: bool, event: AlarmEvent | None) -> None:
+        """Start one command now, as a task (no queue hop between the decision and the plant).
+
+        A set() may wait on the plant (an MQTT QoS 1 publish awaits its PUBACK, ~1-3 ms):
+        commands of different assets go out concurrently when the connector allows it
+        (``concurrent_assets``, e.g. mqtt: one connection per asset), so a command never waits
+        for another asset's acknowledgement; one output's commands stay in order (chained).
+        At most 1024 commands are in flight; beyond that they are dropped and counted.
+        """
+        assert self._actuators is not None
+        last = self._act_last
+        for k in [k for k, t in last.items() if t.done()]:
+            last.pop(k).result()  # an unexpected error stops the engine, as before
+        if self._act_inflight >= 1024:
+            self.counters["actuator_commands_dropped"] += 1
+            return
+        act = self._actuators[name]
+        per_asset = getattr(getattr(act, "inner", act), "concurrent_assets", False)
+        key = (name, event.asset if event is not None and per_asset else "")
+        self._act_inflight += 1
+        last[key] = asyncio.create_task(self._actuate(act, name, on, event, last.get(key)))
 
     async def _actuator_task(self, actuators: dict[str, Actuator]) -> None:
-        # A set() may wait on the plant (an MQTT QoS 1 publish awaits its PUBACK, ~1-3 ms):
-        # commands of different assets go out concurrently when the connector allows it
-        # (``concurrent_assets``, e.g. mqtt: one connection per asset), so a command never waits
-        # for another asset's acknowledgement; one output's commands stay in order (chained).
-        last: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._actuators = actuators
         try:
             while True:
-                item = await self._act_q.get()
+                item = await self._act_q.get()  # commands queued before this task started; _STOP
                 if item is _STOP:
                     break
                 name, on, event = item  # type: ignore[misc]
-                act = actuators[name]
-                per_asset = getattr(getattr(act, "inner", act), "concurrent_assets", False)
-                key = (name, event.asset if event is not None and per_asset else "")
-                last[key] = asyncio.create_task(self._actuate(act, name, on, event, last.get(key)))
-                for k in [k for k, t in last.items() if t.done()]:
-                    last.pop(k).result()  # an unexpected error stops the engine, as before
+                self._actuate_now(name, on, event)
         finally:
-            if last:
-                await asyncio.gather(*last.values())
+            self._actuators = None  # commands after the stop go nowhere, as before
+            if self._act_last:
+                await asyncio.gather(*self._act_last.values())
             for name, act in actuators.items():
                 try:
                     await asyncio.wait_for(act.safe_state(), 5.0)
