@@ -392,6 +392,43 @@ def _salvage(path: Path) -> tuple[list[_Row], dict[str, int]]:
 
     Rows are read one at a time by id, so a damaged page costs the rows on it and no more.
     """
+    padded = _pad_truncated(path)
+    try:
+        return _salvage_rows(padded or path)
+    finally:
+        if padded is not None:
+            padded.unlink(missing_ok=True)
+
+
+def _pad_truncated(path: Path) -> Path | None:
+    """A copy of a truncated database padded with zero pages to the size its header states.
+
+    SQLite refuses a file shorter than its header says ("malformed") before reading any row;
+    padded, the intact pages read again and only the zero pages fail. None when not truncated.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    if len(raw) < 100 or not raw.startswith(b"SQLite format 3\0"):
+        return None
+    page = int.from_bytes(raw[16:18], "big")
+    page = 65536 if page == 1 else page
+    want = int.from_bytes(raw[28:32], "big") * page
+    if not 0 < len(raw) < want <= 1 << 34:
+        return None
+    out = path.with_name(path.name + ".padded")
+    try:
+        with out.open("wb") as f:
+            f.write(raw)
+            f.truncate(want)  # sparse zero pages
+    except OSError:
+        out.unlink(missing_ok=True)
+        return None
+    return out
+
+
+def _salvage_rows(path: Path) -> tuple[list[_Row], dict[str, int]]:
     rows: list[_Row] = []
     cursors: dict[str, int] = {}
     try:
@@ -405,8 +442,11 @@ def _salvage(path: Path) -> tuple[list[_Row], dict[str, int]]:
             cursors = {}
         try:
             hi = db.execute("SELECT MAX(id) FROM records").fetchone()[0] or 0
-        except sqlite3.Error:
-            hi = 0
+        except sqlite3.Error:  # the last page is gone (a truncated file): AUTOINCREMENT's high mark
+            try:
+                hi = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()[0] or 0
+            except (sqlite3.Error, TypeError):
+                hi = 0
         rid, misses = 0, 0
         while rid < hi and misses < 10_000:
             try:
