@@ -326,15 +326,18 @@ async def test_wall_clock_jumps_with_libfaketime(
         await until(lambda: w.status().count(b"online") >= 1, 60, "engine online")
         async with aiomqtt.Client("127.0.0.1", broker.port, identifier="rel-clock") as c:
             seq = 0
+            t_start = time.time_ns()
 
             async def good(n: int) -> None:
                 nonlocal seq
                 for _ in range(n):  # 1 s of p1 vibration (real time) + one temperature reading
-                    t = time.time_ns()
+                    t = t_start + seq * 160_000_000  # contiguous 4096-sample frames, paced in real time
                     v = np.random.default_rng(seq).normal(0, 1, 4096).astype(np.float32)
                     await c.publish("machinewatch/rel/p1/vib", encode_frame(v, t, seq, 25600.0), qos=1)
                     await c.publish(
-                        "machinewatch/rel/t1/temp", encode_json([40.0 + 0.01 * seq], t, seq), qos=1
+                        "machinewatch/rel/t1/temp",
+                        encode_json([40.0 + 0.1 * float(np.sin(seq))], t_start + seq * 100_000_000, seq),
+                        qos=1,
                     )
                     seq += 1
                     sent["good"] += 2
