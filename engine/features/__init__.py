@@ -44,6 +44,8 @@ __all__ = [
     "warmup",
 ]
 
+from typing import Any
+
 import numpy as np
 
 from machinewatch.engine.config import MachineConfig, StreamConfig
@@ -80,11 +82,15 @@ def make_extractor(stream: StreamConfig, machine: MachineConfig) -> FeatureExtra
     raise ValueError(f"no features for stream kind {stream.kind!r}")
 
 
-def warmup(stream: StreamConfig, machine: MachineConfig) -> None:
-    """Compile every kernel ``stream`` needs: float32 and float64, writable and read-only input.
+def warmup(
+    stream: StreamConfig, machine: MachineConfig, dtypes: tuple[type[np.floating[Any]], ...] = (np.float32,)
+) -> None:
+    """Compile every kernel ``stream`` needs for windows of ``dtypes``, writable and read-only.
 
     Runs one dummy batch of each through :meth:`FeatureExtractor.compute_batch` and
-    :meth:`FeatureExtractor.compute` (numba's disk cache makes a second start fast).
+    :meth:`FeatureExtractor.compute` (numba's disk cache makes a second start fast). The engine's
+    buffers hold float32, the default; another dtype compiles on first use (the fused vibration
+    kernel takes ~10 s per dtype on a cold cache, then loads from numba's disk cache).
     """
     ex = make_extractor(stream, machine)
     shape = (stream.window_samples,) if stream.channels == 1 else (stream.window_samples, stream.channels)
@@ -92,7 +98,7 @@ def warmup(stream: StreamConfig, machine: MachineConfig) -> None:
     base = rng.standard_normal((2, *shape))
     shaft = np.full(2, machine.shaft_hz or 25.0)
     out = np.empty((2, len(ex.names)))
-    for dtype in (np.float32, np.float64):
+    for dtype in dtypes:
         x = base.astype(dtype)
         ro = np.frombuffer(x.tobytes(), dtype=dtype).reshape(x.shape)  # read-only
         for arr in (x, ro):

@@ -492,6 +492,8 @@ class VibrationExtractor(FeatureExtractor):
             self._chunk(x[i:j], shaft_hz[i:j], out[i:j], ok[i:j])
 
     def _fused(self, x: npt.NDArray[np.floating], shaft_hz: F64, out: F64, ok: BoolArray) -> None:
+        if not x.flags.writeable:  # one compiled variant per dtype (each costs ~10 s to compile)
+            x = x.copy()
         keys, mask, shift = _int_keys(x)
         cdt = np.complex64 if x.dtype == np.float32 else np.complex128
         z, e = self._scratch(min(self.chunk, x.shape[0]), np.dtype(cdt), x.dtype)
