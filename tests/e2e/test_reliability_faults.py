@@ -290,7 +290,7 @@ async def test_bad_sensor_raises_quality_alarm_not_machine_alarm(
     broker = mosquitto_factory()
     state = tmp_path / "state"
     text = engine_toml(state, broker.url, latching=False, stale_after_s=1.5)
-    text = text.replace("window_samples = 4096\n", "window_samples = 4096\nclip_level = 4.0\n", 1)
+    text = text.replace("window_samples = 4096\n", "window_samples = 4096\nclip_level = 0.5\n", 1)
     cfg = write(tmp_path / "engine.toml", text)
     spec = {
         "dropout": "duration_s = 10.0",

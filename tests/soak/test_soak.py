@@ -67,8 +67,8 @@ async def test_soak_nominal_load(
     fd2, fd4 = statistics.median(f for _, _, f in q2), statistics.median(f for _, _, f in q4)
     assert rss4 <= rss2 * 1.10, f"RSS grew: {rss2 / 1024:.0f} -> {rss4 / 1024:.0f} MiB"
     assert fd4 <= fd2 + 5, f"fds grew: {fd2} -> {fd4}"
+    n_db = sum(len(v) for v in got.values())
     print(
-        f"\nsoak {SOAK_S:.0f} s: {sent} messages, all ingested; "
-        f"{sum(len(v) for v in got.values())} summaries in the database; RSS {rss2 / 1024:.0f} -> {rss4 / 1024:.0f} MiB (peak {sampler.peak_rss_mib:.0f}), "
-        f"fds {fd2:.0f} -> {fd4:.0f}"
+        f"\nsoak {SOAK_S:.0f} s: {sent} messages, all ingested; {n_db} summaries in the database; "
+        f"RSS {rss2 / 1024:.0f} -> {rss4 / 1024:.0f} MiB (peak {sampler.peak_rss_mib:.0f}), fds {fd2:.0f} -> {fd4:.0f}"
     )
