@@ -70,5 +70,6 @@ async def test_soak_nominal_load(
     n_db = sum(len(v) for v in got.values())
     print(
         f"\nsoak {SOAK_S:.0f} s: {sent} messages, all ingested; {n_db} summaries in the database; "
-        f"RSS {rss2 / 1024:.0f} -> {rss4 / 1024:.0f} MiB (peak {sampler.peak_rss_mib:.0f}), fds {fd2:.0f} -> {fd4:.0f}"
+        f"RSS {rss2 / 1024:.0f} -> {rss4 / 1024:.0f} MiB (peak {sampler.peak_rss_mib:.0f}), "
+        f"fds {fd2:.0f} -> {fd4:.0f}"
     )
