@@ -104,6 +104,7 @@ async def test_kill9_at_random_moments_under_load(
             assert all(c.get("from") in ("RESTORED", None) or not c["energised"] for c in new), new
             assert len(w.commands("t1")) == n_cmd[1] or not any(c["energised"] for c in w.commands("t1"))
         await asyncio.to_thread(sim.wait, sim_dur)
+        await until(lambda: counters(state), 60, "engine running after the last kill")
         eng.stop()  # SIGTERM: drains and writes what is left
         assert eng.returncode == 0, eng.log_tail()
         final = json.loads(eng.log_text().rsplit("stopped after", 1)[1].split(": ", 1)[1].splitlines()[0])
