@@ -32,7 +32,8 @@ def _scan(
     for j in range(x.shape[0]):
         v = np.float64(x[j])
         bad += v - v
-        n += abs(v) >= clip
+        if abs(v) >= clip:
+            n += 1
         k = keys[j]
         k = k ^ ((k >> shift) & mask)
         kmn = min(kmn, k)

@@ -189,7 +189,7 @@ def _qmaha_row(
     for j in range(f):
         c = z[j] * y[j] / f
         contrib[j] = c if c > 0.0 else 0.0
-    return tot / f
+    return float(tot / f)
 
 
 @njit(**NJIT)
@@ -227,7 +227,7 @@ def _qpca_row(
     for j in range(f):
         c = z[j] * back[j] / k + r[j] * r[j] / spe_ref
         contrib[j] = c if c > 0.0 else 0.0
-    return t2 / k + spe / spe_ref
+    return float(t2 / k + spe / spe_ref)
 
 
 class RowScratch:
