@@ -102,12 +102,12 @@ def install() -> None:
             T["gc"].append([info["generation"], (time.perf_counter_ns() - gc_t0[0]) / 1e6, time.time_ns()])
 
     gc.callbacks.append(on_gc)
-    src.MqttSource.decode = decode  # type: ignore[method-assign]
-    hotpath.HotPath.features = features  # type: ignore[method-assign]
-    pipeline.Engine._dispatch = dispatch  # type: ignore[method-assign]
-    act.MqttActuator.set = set_  # type: ignore[method-assign]
+    src.MqttSource.decode = decode
+    hotpath.HotPath.features = features
+    pipeline.Engine._dispatch = dispatch
+    act.MqttActuator.set = set_
     pc.Client._sock_send = sock_send  # type: ignore[method-assign]
-    pipeline.Engine.run = run_  # type: ignore[method-assign]
+    pipeline.Engine.run = run_
 
 
 def report(workdir: str) -> dict[str, Any]:
@@ -117,7 +117,9 @@ def report(workdir: str) -> dict[str, Any]:
     sent = json.load(open(f"{workdir}/sent.json"))
     arr = json.load(open(f"{workdir}/arrivals.json"))
     tr = json.load(open(f"{workdir}/trace.json"))
-    fs, fe, disp = {}, {}, {}
+    fs: dict[str, int] = {}
+    fe: dict[str, int] = {}
+    disp: dict[str, int] = {}
     for t, t2, keys in tr["feat"]:
         for k in keys:
             fs[k], fe[k] = t, t2
@@ -160,7 +162,7 @@ def main() -> int:
     atexit.register(dump)
     from machinewatch.engine.cli import main as cli
 
-    return cli(sys.argv[1:])
+    return int(cli(sys.argv[1:]))
 
 
 if __name__ == "__main__":
