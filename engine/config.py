@@ -150,6 +150,9 @@ class AlarmConfig:
     realarm_s: float = 0.0
     #: the longest an operator may shelve an alarm for
     max_shelve_s: float = 8 * 3600.0
+    #: a data-quality alarm on any stream of the asset (STALE, FLATLINE, CLIPPING, NAN) sends its
+    #: actuators to their configured safe state until the data is good again
+    safe_state_on_quality: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,6 +468,7 @@ def _parse_alarm(c: _Checker, t: Mapping[str, Any], p: str, dflt: AlarmConfig) -
         actuators=tuple(a for a in acts if isinstance(a, str)),
         realarm_s=c.get(t, "realarm_s", p, float, dflt.realarm_s, check=_non_negative) or 0.0,
         max_shelve_s=c.get(t, "max_shelve_s", p, float, dflt.max_shelve_s, check=_positive) or dflt.max_shelve_s,
+        safe_state_on_quality=bool(c.get(t, "safe_state_on_quality", p, bool, dflt.safe_state_on_quality)),
     )
 
 

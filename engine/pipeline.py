@@ -276,17 +276,21 @@ class Engine:
             save_learned(self.hot, self.models, out.learned)
         for e in out.events:
             log.info("%s %s: %s -> %s (%s)", e.kind, e.asset, e.from_state, e.to_state, e.reason)
+            alarm_cfg = self.config.assets[e.asset].alarm
+            if e.kind == "quality" and alarm_cfg.safe_state_on_quality:
+                # lost or bad data: outputs to their configured safe state; back to what the
+                # machine alarm says once the data is good again
+                bad = e.to_state != "OK"
+                machine_on = self.hot.alarms[e.asset].state == "ALARM"
+                for act in alarm_cfg.actuators:
+                    safe = bool(self.config.actuators[act].options.get("safe_state", False))
+                    self._wish(act, safe if bad else machine_on, e)
+                continue
             # outputs move only when ALARM is entered or left, never on other transitions
             if e.kind != "machine" or (e.to_state == "ALARM") == (e.from_state == "ALARM"):
                 continue
-            for act in self.config.assets[e.asset].alarm.actuators:
-                if self._actuators is not None:
-                    self._actuate_now(act, e.to_state == "ALARM", e)
-                    continue
-                try:
-                    self._act_q.put_nowait((act, e.to_state == "ALARM", e))
-                except asyncio.QueueFull:
-                    self.counters["actuator_commands_dropped"] += 1
+            for act in alarm_cfg.actuators:
+                self._wish(act, e.to_state == "ALARM", e)
         if any(e.kind == "machine" for e in out.events):
             self._save_alarms()
         self._spool_put([*out.summaries, *out.events])
@@ -294,6 +298,16 @@ class Engine:
         self.counters["alarm_events"] += len(out.events)
         if self.on_outputs is not None:
             self.on_outputs(out)
+
+    def _wish(self, act: str, energised: bool, event: AlarmEvent) -> None:
+        """Send one output wish to an actuator (the policy decides whether and when it moves)."""
+        if self._actuators is not None:
+            self._actuate_now(act, energised, event)
+            return
+        try:
+            self._act_q.put_nowait((act, energised, event))
+        except asyncio.QueueFull:
+            self.counters["actuator_commands_dropped"] += 1
 
     def _spool_put(self, records: list[Summary | AlarmEvent | HealthSample]) -> None:
         """Hand records to the persist task, which makes them durable and wakes the sinks."""

@@ -352,10 +352,14 @@ class _StreamGen:
                 prob = np.repeat(p * sev, x.shape[1])
                 x = ph.add_spikes(x.reshape(-1), prob, 5.0 * self.nominal, self.rng).reshape(x.shape)
             elif f.kind == "clipping":
-                if f.level is not None:
-                    lvl = np.full(t.size, f.level)
-                elif self.cfg.clip_level > 0.0:
-                    lvl = np.full(t.size, self.cfg.clip_level)
+                full_scale = f.level if f.level is not None else self.cfg.clip_level
+                if full_scale > 0.0:
+                    # a known full scale (the fault's level, else the stream's clip_level): the
+                    # fault drives the signal into it (a saturating charge amplifier, a loose
+                    # sensor hammering) and it clips there, as a real ADC does
+                    lvl = np.full(t.size, full_scale)
+                    gain = 1.0 + np.where(on, 2.0 * full_scale / max(self.nominal, 1e-12) * sev, 0.0)
+                    x = (x * gain[:, None]).astype(np.float32)
                 else:
                     lvl = self.nominal * (1.0 - 0.5 * np.minimum(sev, 1.0))
                 lvl = np.where(on, lvl, np.inf)[:, None]

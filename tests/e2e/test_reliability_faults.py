@@ -283,19 +283,25 @@ async def test_overload_10x_then_nominal(mosquitto_factory: Any, run_process: An
 # ----------------------------------------------------------------------------- bad sensor
 
 
-@pytest.mark.parametrize("fault", ["dropout", "flatline"])
+@pytest.mark.parametrize(
+    ("fault", "safe_on_quality"),
+    [("dropout", False), ("flatline", False), ("clipping", False), ("flatline", True)],
+)
 async def test_bad_sensor_raises_quality_alarm_not_machine_alarm(
-    fault: str, mosquitto_factory: Any, run_process: Any, tmp_path: Path
+    fault: str, safe_on_quality: bool, mosquitto_factory: Any, run_process: Any, tmp_path: Path
 ) -> None:
     broker = mosquitto_factory()
     state = tmp_path / "state"
     text = engine_toml(state, broker.url, latching=False, stale_after_s=1.5)
     text = text.replace("window_samples = 4096\n", "window_samples = 4096\nclip_level = 0.5\n", 1)
+    if safe_on_quality:  # bad data sends the relay to its safe state (here: energised)
+        text = text.replace("[alarm]\n", "[alarm]\nsafe_state_on_quality = true\n", 1)
+        text = text.replace('[actuators.relay]\nkind = "mqtt"\n', '[actuators.relay]\nkind = "mqtt"\nsafe_state = true\n', 1)
     cfg = write(tmp_path / "engine.toml", text)
     spec = {
         "dropout": "duration_s = 10.0",
         "flatline": "duration_s = 10.0",
-        "clipping": "duration_s = 10.0\nlevel = 0.5",
+        "clipping": "duration_s = 10.0\nlevel = 0.5",  # the simulator drives the signal into 0.5
     }
     sim = sim_toml(
         speedup=2.0,
@@ -322,5 +328,13 @@ async def test_bad_sensor_raises_quality_alarm_not_machine_alarm(
     qual = {k: v for k, v in c.items() if k.startswith("quality_") or k.startswith("windows_dq_")}
     assert c.get(want, 0) >= 1, (fault, qual)
     assert "machine p1: NORMAL -> ALARM" not in log and "machine p1: NORMAL -> WARNING" not in log
+    if safe_on_quality:
+        cmds = w.commands("p1")
+        to_safe = [i for i, m in enumerate(cmds) if m.get("energised") and m.get("to") == "FLATLINE"]
+        assert to_safe, cmds  # the quality alarm took the output to its safe state ...
+        assert any(not m.get("energised") and m.get("to") == "OK" for m in cmds[to_safe[0]:]), cmds
+        assert not w.energised("p2")  # ... and only for the asset whose data went bad
+        print(f"\nsensor {fault} on p1/vib with safe_state_on_quality: {qual}; commands {len(cmds)}")
+        return
     assert c.get("actuations", 0) == 0 and not w.energised("p1")
     print(f"\nsensor {fault} on p1/vib: {qual}; machine alarms 0, actuations 0")
