@@ -133,6 +133,9 @@ class ModelConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
     #: score with the int8 form of the model (threshold calibrated on int8 scores)
     quantized: bool = True
+    #: the features the model sees: fnmatch patterns over ``"<stream>.<feature>"`` names
+    #: (e.g. ``["*.level"]``); empty = every feature of every stream
+    features: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,7 +433,8 @@ def _parse_stream(c: _Checker, name: str, t: Mapping[str, Any], p: str) -> Strea
 
 
 def _parse_model(c: _Checker, t: Mapping[str, Any], p: str, base: Path, dflt: ModelConfig) -> ModelConfig:
-    known = {"kind", "learn_windows", "threshold_quantile", "threshold_margin", "path", "options", "quantized"}
+    known = {"kind", "learn_windows", "threshold_quantile", "threshold_margin", "path", "options",
+             "quantized", "features"}
     c.unknown(t, known, p)
     path = c.get(t, "path", p, str, None)
     opts = c.table(t, "options", p)
@@ -446,7 +450,18 @@ def _parse_model(c: _Checker, t: Mapping[str, Any], p: str, base: Path, dflt: Mo
         path=(Path(path) if Path(path).is_absolute() else (base / path).resolve()) if path else dflt.path,
         options=opts or dict(dflt.options),
         quantized=bool(c.get(t, "quantized", p, bool, dflt.quantized)),
+        features=_parse_patterns(c, t, "features", p, dflt.features),
     )
+
+
+def _parse_patterns(
+    c: _Checker, t: Mapping[str, Any], key: str, p: str, dflt: tuple[str, ...]
+) -> tuple[str, ...]:
+    raw = c.get(t, key, p, list, list(dflt)) or []
+    for i, v in enumerate(raw):
+        if not isinstance(v, str) or not v:
+            c.bad(f"{_join(p, key)}[{i}]", "must be a feature name pattern (non-empty string)")
+    return tuple(v for v in raw if isinstance(v, str) and v)
 
 
 def _parse_alarm(c: _Checker, t: Mapping[str, Any], p: str, dflt: AlarmConfig) -> AlarmConfig:

@@ -9,10 +9,11 @@ windows the model did not see, so the threshold is not optimistic), and monitors
 
 from __future__ import annotations
 
-__all__ = ["AssetScorer", "LearnedModel", "fit_baseline"]
+__all__ = ["AssetScorer", "LearnedModel", "fit_baseline", "select_features"]
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 
 import numpy as np
 from machinewatch.engine.config import AssetConfig
@@ -74,6 +75,20 @@ def fit_baseline(
     return LearnedModel(q, q_thr, info)
 
 
+def select_features(names: tuple[str, ...], patterns: tuple[str, ...]) -> np.ndarray:
+    """Indices of the ``names`` matching any fnmatch pattern (every index when none given).
+
+    >>> select_features(("a.level", "a.slope", "b.level"), ("*.level",)).tolist()
+    [0, 2]
+    """
+    if not patterns:
+        return np.arange(len(names))
+    idx = [i for i, n in enumerate(names) if any(fnmatchcase(n, p) for p in patterns)]
+    if not idx:
+        raise ModelError(f"model.features {list(patterns)} match none of the features {list(names)}")
+    return np.asarray(idx, dtype=np.intp)
+
+
 class AssetScorer:
     """Stacks one asset's stream features and scores them (learning first when needed)."""
 
@@ -87,7 +102,10 @@ class AssetScorer:
         self.asset = asset
         self.factory = factory
         self.streams = tuple(stream_names)
-        self.names = tuple(f"{s}.{f}" for s in self.streams for f in stream_names[s])
+        every = tuple(f"{s}.{f}" for s in self.streams for f in stream_names[s])
+        self._select = select_features(every, tuple(getattr(asset.model, "features", ()) or ()))
+        #: the model's features in order (all of them, or those matching ``model.features``)
+        self.names = tuple(every[i] for i in self._select)
         self._slices: dict[str, slice] = {}
         at = 0
         for s in self.streams:
@@ -129,7 +147,7 @@ class AssetScorer:
             if frame.t_ns - self._t_ns[s] > self._max_age_ns[s] or self._t_ns[s] < 0:
                 self.incomplete += 1
                 return None
-        return self._vector.copy(), frame.t_ns
+        return self._vector[self._select], frame.t_ns  # fancy indexing: a copy
 
     def invalidate(self, stream: str) -> None:
         """Forget a stream's features (its window was unfit to score)."""

@@ -40,11 +40,18 @@ TRAIN_ROWS = 400
 SKAB_DEFAULTS: dict[str, Any] = {
     "model": "pca",
     "quantized": True,
-    "window_samples": 10,
+    # 20 s causal means: a quantised flow meter (32/33 l/min) averages into a usable level
+    "window_samples": 20,
+    # levels only: the window's min/max of a quantised signal have a near-zero healthy spread
+    # (a huge z on the first odd reading), slope/roc add noise to a step-like fault
+    "features": ("*.level",),
     "on_delay_windows": 3,
     "off_delay_windows": 30,
-    "threshold_quantile": 0.99,
-    "threshold_margin": 1.0,
+    # about the largest held-out healthy score, doubled: 400 rows show little of the slow drift
+    "threshold_quantile": 0.999,
+    "threshold_margin": 2.0,
+    # the margin is the hysteresis already; clear below the threshold itself
+    "clear_ratio": 1.0,
 }
 
 
@@ -99,11 +106,13 @@ def skab_config(sensors: list[str], opts: dict[str, Any]) -> Config:
             threshold_quantile=opts["threshold_quantile"],
             threshold_margin=opts["threshold_margin"],
             quantized=bool(opts["quantized"]),
+            features=tuple(opts.get("features") or ()),
         ),
         alarm=replace(
             AlarmConfig(),
             on_delay_windows=int(opts["on_delay_windows"]),
             off_delay_windows=int(opts["off_delay_windows"]),
+            clear_ratio=float(opts.get("clear_ratio", AlarmConfig().clear_ratio)),
         ),
     )
     return Config(EngineConfig(), {"skab": asset}, {}, {}, {})
