@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = ["AnomalyModel", "as_matrix", "robust_scale"]
 
 from abc import ABC, abstractmethod
+from fnmatch import fnmatchcase
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -91,15 +92,36 @@ class AnomalyModel(ABC):
         self.feature_names_ = tuple(names)
         return self
 
+    def _one_sided(self, x: F64) -> F64:
+        """Rows with the ``upper`` features raised to at least the healthy centre.
+
+        Parameter ``upper`` (fnmatch patterns over feature names, default none): features whose
+        *decrease* is not a fault (vibration energy after running in). ``max(x, centre)`` makes
+        their standardised value ``max(z, 0)``, so only a rise above the healthy centre scores.
+        Needs a model with a ``center_`` array (pca, mahalanobis).
+        """
+        pats = self.params.get("upper") or ()
+        if not pats:
+            return x
+        mask = getattr(self, "_upper_mask", None)
+        if mask is None or len(mask) != x.shape[1]:
+            names = self.feature_names_
+            mask = np.array([any(fnmatchcase(n, p) for p in pats) for n in names], dtype=bool)
+            self._upper_mask = mask
+        center = getattr(self, "center_", None)
+        if center is None:
+            raise ModelError(f"{self.kind} model has no healthy centre: option 'upper' is not supported")
+        return np.where(mask, np.maximum(x, np.asarray(center, dtype=np.float64)), x)
+
     def score(self, x: npt.ArrayLike) -> F64:
         """Anomaly score of each row (higher = more anomalous)."""
         self._check_fitted()
-        return self._score(as_matrix(x, len(self.feature_names_)))
+        return self._score(self._one_sided(as_matrix(x, len(self.feature_names_))))
 
     def contributions(self, x: npt.ArrayLike) -> F64:
         """Per-feature share of each row's score, shape ``(n, f)`` (non-negative)."""
         self._check_fitted()
-        return self._contributions(as_matrix(x, len(self.feature_names_)))
+        return self._contributions(self._one_sided(as_matrix(x, len(self.feature_names_))))
 
     def score_row(self, x: F64, contrib: F64) -> float:
         """Score of one row ``x`` (1-D) with its contributions written into ``contrib``.
@@ -109,7 +131,7 @@ class AnomalyModel(ABC):
         row per window, where Python overhead would otherwise dominate).
         """
         self._check_fitted()
-        a = as_matrix(x, len(self.feature_names_))
+        a = self._one_sided(as_matrix(x, len(self.feature_names_)))
         contrib[:] = self._contributions(a)[0]
         return float(self._score(a)[0])
 

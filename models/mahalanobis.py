@@ -97,6 +97,8 @@ class QuantizedMahalanobis(AnomalyModel):
             )
             self._row = st
         a = np.ascontiguousarray(x, dtype=np.float64)
+        if self.params.get("upper") and a.shape == contrib.shape == (len(self.feature_names_),):
+            a = np.ascontiguousarray(self._one_sided(a[None, :])[0])
         if a.shape != (st[6],) or contrib.shape != (st[6],):
             raise ModelError(f"expected one row of {st[6]} features, got shape {a.shape}")
         return qmahalanobis_row(a, st[1], st[2], st[3], st[4], st[5], contrib)

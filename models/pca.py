@@ -144,6 +144,8 @@ class QuantizedPCA(AnomalyModel):
             )
             self._row = st
         a = np.ascontiguousarray(x, dtype=np.float64)
+        if self.params.get("upper") and a.shape == contrib.shape == (len(self.feature_names_),):
+            a = np.ascontiguousarray(self._one_sided(a[None, :])[0])
         if a.shape != (st[9],) or contrib.shape != (st[9],):
             raise ModelError(f"expected one row of {st[9]} features, got shape {a.shape}")
         return qpca_row(a, st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], contrib)

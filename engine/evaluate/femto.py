@@ -10,7 +10,7 @@ first_alarm_s``; ``false_alarms_before_half_life`` counts alarms raised before h
 
 from __future__ import annotations
 
-__all__ = ["evaluate_femto", "read_acc"]
+__all__ = ["UPPER", "evaluate_femto", "read_acc"]
 
 import csv
 import re
@@ -35,6 +35,9 @@ from machinewatch.engine.evaluate.replay import replay
 from machinewatch.engine.types import Chunk
 
 LEARN_S = 3600.0
+#: features whose fall is not a fault (energy, impulsiveness, envelope lines): scored one-sided
+UPPER = ("*.rms", "*.peak", "*.p2p", "*.crest", "*.kurtosis", "*.impulse_factor", "*.shape_factor",
+         "*.band*", "*.x1", "*.x2", "*.x3", "*.env_*")
 _ACC = re.compile(r"acc_(\d+)\.csv$")
 
 
@@ -53,8 +56,11 @@ def evaluate_femto(root: Path, **overrides: Any) -> dict[str, Any]:
         "quantized": True,
         "on_delay_windows": 3,
         "off_delay_windows": 3,
-        "threshold_quantile": 0.995,
-        "threshold_margin": 1.5,
+        # the same rule as SKAB: twice about the largest held-out healthy score
+        "threshold_quantile": 0.999,
+        "threshold_margin": 2.0,
+        # vibration severity is one-sided: energy that falls after running in is no fault
+        "upper": UPPER,
         **{k: v for k, v in overrides.items() if v is not None},
     }
     root = Path(root)
@@ -86,6 +92,7 @@ def evaluate_femto(root: Path, **overrides: Any) -> dict[str, Any]:
                 quantized=bool(opts["quantized"]),
                 threshold_quantile=opts["threshold_quantile"],
                 threshold_margin=opts["threshold_margin"],
+                options={"upper": list(opts["upper"])} if opts["upper"] else {},
             ),
             alarm=replace(
                 AlarmConfig(),
