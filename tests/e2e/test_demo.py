@@ -18,7 +18,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     state = tmp_path_factory.mktemp("demo") / "state"
     proc = subprocess.run(
         [*MW, "demo", "--seconds", "10", "--json", "--state-dir", str(state)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout), state
@@ -41,16 +44,18 @@ def test_faulted_machine_alarms_after_the_fault_and_healthy_ones_never(demo: tup
 
 def test_trends_reads_the_demo_data(demo: tuple[dict, Path]) -> None:
     out, _ = demo
-    proc = subprocess.run([*MW, "trends", "pump1", "--db", out["database"]],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [*MW, "trends", "pump1", "--db", out["database"]], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert "== pump1" in proc.stdout and "ALARM" in proc.stdout
     assert "score_max" in proc.stdout
 
 
 def test_check_prints_the_plan() -> None:
-    proc = subprocess.run([*MW, "check", str(ROOT / "configs" / "demo.toml")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [*MW, "check", str(ROOT / "configs" / "demo.toml")], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert "3 assets, 8 streams" in proc.stdout
     assert "stream vib: vibration, 25600 Hz" in proc.stdout
