@@ -73,6 +73,7 @@ class HotPath:
         self.alarms: dict[str, AlarmMachine] = {}
         self.summarisers: dict[str, AssetSummariser] = {}
         self.speed_hz: dict[str, float] = {}
+        self._warned_nonfinite: set[str] = set()
         learned = learned or {}
         for a in config.assets.values():
             names: dict[str, tuple[str, ...]] = {}
@@ -169,6 +170,11 @@ class HotPath:
             if not np.isfinite(vector).all():  # never learn from or score a broken vector
                 self.counters["vectors_nonfinite"] += 1
                 summ.count("vectors_nonfinite")
+                if asset_name not in self._warned_nonfinite:
+                    self._warned_nonfinite.add(asset_name)
+                    bad = [n for n, v in zip(scorer.names, vector, strict=True) if not np.isfinite(v)]
+                    log.warning("asset %s: not scored while features are NaN/inf: %s (see machinewatch check)",
+                                asset_name, ", ".join(bad[:8]))
                 continue
             if scorer.learning:
                 summ.count("windows_learned")

@@ -459,6 +459,10 @@ def _salvage_rows(path: Path) -> tuple[list[_Row], dict[str, int]]:
                 continue
             if row is None:
                 break
+            if int(row[0]) <= rid:  # a damaged b-tree can hand back an older row: never loop on it
+                rid += 1
+                misses += 1
+                continue
             rid = int(row[0])
             try:
                 decode_record(str(row[2]), bytes(row[3]))

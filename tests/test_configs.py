@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from machinewatch.engine.commands.check import plan
+from machinewatch.engine.commands.check import plan, warnings
 from machinewatch.engine.commands.demo import demo_config_path
 from machinewatch.engine.config import load_config
 
@@ -36,3 +36,21 @@ def test_systemd_unit_runs_the_engine_as_a_dedicated_user() -> None:
     assert "ExecStart=" in unit and "machinewatch run" in unit
     assert "User=machinewatch" in unit
     assert "Restart=on-failure" in unit
+
+
+def test_demo_has_no_warnings_and_weak_settings_are_named() -> None:
+    demo = load_config(ROOT / "configs" / "demo.toml")
+    assert warnings(demo) == []
+    text = (ROOT / "configs" / "demo.toml").read_text()
+    weak = text.replace("window_samples = 25600 ", "window_samples = 2560 ").replace(
+        "learn_windows = 600 ", "learn_windows = 60 "
+    )
+    p = ROOT / "configs" / "_weak.toml.tmp"
+    try:
+        p.write_text(weak)
+        w = warnings(load_config(p))
+    finally:
+        p.unlink()
+    assert any(x.startswith("assets.pump1.model.learn_windows = 60") for x in w)
+    assert any(x.startswith("assets.pump1.streams.current.window_samples = 2560") and "NaN" in x for x in w)
+    assert not any("fan1.streams" in x for x in w)  # fan1 has no current stream

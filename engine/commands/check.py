@@ -15,8 +15,44 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="TOML config file")
 
 
+#: fewer learning windows than this leave fewer than 50 held-out windows for the threshold
+MIN_SOUND_LEARN = 150
+#: the rotor-bar sidebands must sit this many FFT bins away from the fundamental
+_MIN_OFFSET_BINS = 3
+
+
+def warnings(cfg: Config) -> list[str]:
+    """Settings that validate but will not work well, with what to do instead."""
+    out = []
+    for a in cfg.assets.values():
+        n = a.model.learn_windows
+        if n < MIN_SOUND_LEARN:
+            out.append(
+                f"assets.{a.name}.model.learn_windows = {n}: the threshold is calibrated on only "
+                f"{n - (2 * n) // 3} held-out windows; {MIN_SOUND_LEARN} or more is recommended, "
+                "covering the machine's normal range of load and temperature"
+            )
+        m = a.machine
+        for s in a.streams.values():
+            if s.kind != "current" or not m.shaft_hz:
+                continue
+            sync = 2.0 * m.line_hz / m.poles
+            slip = (sync - m.shaft_hz) / sync
+            if not 0.0 < slip < 0.5:
+                continue
+            need_s = _MIN_OFFSET_BINS / (2.0 * slip * m.line_hz)
+            if s.window_samples / s.rate_hz < need_s:
+                out.append(
+                    f"assets.{a.name}.streams.{s.name}.window_samples = {s.window_samples} "
+                    f"({s.window_samples / s.rate_hz:.3g} s): at {slip:.1%} slip the rotor-bar sidebands "
+                    f"need a window of at least {need_s:.3g} s; brb_sideband will be NaN and the asset "
+                    "will not score"
+                )
+    return out
+
+
 def plan(cfg: Config) -> str:
-    """A readable plan: assets, streams, windows and feature counts, connectors."""
+    """A readable plan: assets, streams, windows and feature counts, connectors, warnings."""
     lines = [f"config {cfg.path}: ok", f"state_dir {cfg.engine.state_dir}"]
     total = 0
     for a in cfg.assets.values():
@@ -44,6 +80,7 @@ def plan(cfg: Config) -> str:
             lines.append(f"{group[:-1]} {name}: {pcfg.kind}")
     lines.append(f"{len(cfg.assets)} assets, {sum(len(a.streams) for a in cfg.assets.values())} streams, "
                  f"{total} features")
+    lines += [f"warning: {w}" for w in warnings(cfg)]
     return "\n".join(lines)
 
 

@@ -163,6 +163,8 @@ timeout_s = 1.0
             in_spool = db.execute("SELECT COUNT(*) FROM records WHERE kind = 's'").fetchone()[0]
     assert c["summaries"] >= 2 * 1790, "one summary per data second and asset: monitoring never stopped"
     assert c["windows_scored"] >= 3000 and c["actuations"] >= 1, "the alarm still drove its output"
+    log = eng.log_text()
+    assert "ENERGISE oven1" in log and "ENERGISE oven2" not in log, "only the overheating oven alarms"
     assert "ENERGISE" in log.upper()
     assert c["spool_errors"] > 0, "disk full: what could not be stored is counted"
     # ledger: summaries + events + health = in the spool + refused by the full disk + dropped by the bound

@@ -266,11 +266,11 @@ summary_interval_s = 1.0
 kind = "simulator"
 seed = 3
 speedup = "max"
-duration_s = 60.0
+duration_s = 240.0
 start_ns = {T0}
 """
     cfg = write(tmp_path / "engine.toml", text)
-    first = run_process([MW, "run", str(cfg)], name="learn")
+    first = run_process([MW, "run", str(cfg)], name="learn")  # learns (150 windows) and stores
     assert first.wait(60) == 0, first.log_tail()
     model = state / "models" / "oven1" / "current.npz"
     assert model.exists()
