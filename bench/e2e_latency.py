@@ -133,8 +133,10 @@ async def publish_latency(
 
         for k in range(learn_chunks):
             await asyncio.gather(
-                *(pub(f"machinewatch/b/m{i}/vib", frame(healthy[(k + i) % 64], 1024, t0 + k * per, k), None)
-                  for i in range(n))
+                *(
+                    pub(f"machinewatch/b/m{i}/vib", frame(healthy[(k + i) % 64], 1024, t0 + k * per, k), None)
+                    for i in range(n)
+                )
             )
         await asyncio.sleep(3.0)  # let the engine fit its models
         start = time.monotonic()
@@ -164,8 +166,9 @@ async def publish_latency(
     Path(out).write_text(json.dumps(sent))
 
 
-async def publish_rate(port: int, n: int, rate: float, seconds: float, t0: int, seq0: int,
-                       part: int = 0, parts: int = 1) -> dict[str, Any]:
+async def publish_rate(
+    port: int, n: int, rate: float, seconds: float, t0: int, seq0: int, part: int = 0, parts: int = 1
+) -> dict[str, Any]:
     """4096-sample frames, round robin over n streams, paced at ``rate`` messages/s (QoS 0).
 
     With ``parts`` > 1 this process sends only streams ``i % parts == part`` at ``rate / parts``
@@ -290,8 +293,12 @@ async def publish_rate_procs(
     port: int, n: int, rate: float, seconds: float, t0: int, seq0: int
 ) -> dict[str, Any]:
     """``publish_rate`` split over ``PUBLISHERS`` processes (streams dealt round robin); summed."""
-    procs = [pub_proc("rate", str(port), str(n), str(rate), str(seconds), str(t0), str(seq0), str(p),
-                      str(PUBLISHERS)) for p in range(PUBLISHERS)]
+    procs = [
+        pub_proc(
+            "rate", str(port), str(n), str(rate), str(seconds), str(t0), str(seq0), str(p), str(PUBLISHERS)
+        )
+        for p in range(PUBLISHERS)
+    ]
     outs = [json.loads((await asyncio.to_thread(p.communicate))[0]) for p in procs]
     return {"sent": sum(o["sent"] for o in outs), "wall_s": max(o["wall_s"] for o in outs)}
 
@@ -311,8 +318,9 @@ async def latency(
             floor = pub_proc("floor", str(broker.port), str(d / "floor.json"))
             assert floor.stdout is not None
             await asyncio.to_thread(floor.stdout.readline)  # subscribed
-            pub = pub_proc("latency", str(broker.port), str(n), str(20 * 4 + 8), str(seconds), str(out),
-                           pattern)
+            pub = pub_proc(
+                "latency", str(broker.port), str(n), str(20 * 4 + 8), str(seconds), str(out), pattern
+            )
 
             async def collect() -> None:
                 async for m in sub.messages:
@@ -362,9 +370,7 @@ async def bare_ceiling(broker: Broker, n: int, count: int) -> float:
         "127.0.0.1", broker.port, socket_options=NODELAY, max_queued_incoming_messages=0
     ) as sub:
         await sub.subscribe("machinewatch/b/+/vib", qos=0)
-        pubs = asyncio.create_task(
-            publish_rate_procs(broker.port, n, 1e9, count / 1e9, time.time_ns(), 0)
-        )
+        pubs = asyncio.create_task(publish_rate_procs(broker.port, n, 1e9, count / 1e9, time.time_ns(), 0))
 
         async def collect() -> None:
             nonlocal got, first, last
@@ -483,11 +489,18 @@ def main() -> None:
     p.add_argument("--start-rate", type=float, default=1000.0)
     p.add_argument("--step-s", type=float, default=4.0)
     p.add_argument("--latency-only", action="store_true")
-    p.add_argument("--pattern", choices=("spread", "burst"), default="spread",
-                   help="spread: each stream on its own clock (independent sensors, phases i/n of a "
-                        "chunk period); burst: all streams' chunks at the same instant (one DAQ unit)")
-    p.add_argument("--trace-stages", action="store_true",
-                   help="run the engine under bench/e2e_stages.py and report where the latency goes")
+    p.add_argument(
+        "--pattern",
+        choices=("spread", "burst"),
+        default="spread",
+        help="spread: each stream on its own clock (independent sensors, phases i/n of a "
+        "chunk period); burst: all streams' chunks at the same instant (one DAQ unit)",
+    )
+    p.add_argument(
+        "--trace-stages",
+        action="store_true",
+        help="run the engine under bench/e2e_stages.py and report where the latency goes",
+    )
     p.add_argument("--role", default="driver")
     a, rest = p.parse_known_args()
     if a.role == "pub":
@@ -498,8 +511,9 @@ def main() -> None:
             asyncio.run(publish_latency(int(r[0]), int(r[1]), int(r[2]), float(r[3]), r[4], r[5] == "burst"))
         else:
             out = asyncio.run(
-                publish_rate(int(r[0]), int(r[1]), float(r[2]), float(r[3]), int(r[4]), int(r[5]),
-                             int(r[6]), int(r[7]))
+                publish_rate(
+                    int(r[0]), int(r[1]), float(r[2]), float(r[3]), int(r[4]), int(r[5]), int(r[6]), int(r[7])
+                )
             )
             print(json.dumps(out))
         return
@@ -508,11 +522,15 @@ def main() -> None:
         print(json.dumps(res))
     else:
         r = res
-        print(f"latency at {r['nominal_streams']} x 25.6 kHz (1024-sample frames, "
-              f"{r['nominal_msgs_per_s']:.0f} msg/s): p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms "
-              f"({r['latency_samples']} commands)")
-        print(f"4096-sample messages: engine sustains {r['max_sustained_msgs_per_s']} msg/s, bare aiomqtt "
-              f"subscriber {r['bare_client_msgs_per_s']} msg/s (ratio {r['engine_vs_bare']})")
+        print(
+            f"latency at {r['nominal_streams']} x 25.6 kHz (1024-sample frames, "
+            f"{r['nominal_msgs_per_s']:.0f} msg/s): p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms "
+            f"({r['latency_samples']} commands)"
+        )
+        print(
+            f"4096-sample messages: engine sustains {r['max_sustained_msgs_per_s']} msg/s, bare aiomqtt "
+            f"subscriber {r['bare_client_msgs_per_s']} msg/s (ratio {r['engine_vs_bare']})"
+        )
         for s in res["rate_steps"]:
             print("  ", s)
 

@@ -74,7 +74,7 @@ def install() -> None:
     def sock_send(self: Any, buf: Any) -> Any:
         b = bytes(buf[:400])
         if b and (b[0] & 0xF0) == 0x30 and b'"event_t_ns": ' in b:
-            body = json.loads(bytes(buf)[bytes(buf).index(b"{"):])
+            body = json.loads(bytes(buf)[bytes(buf).index(b"{") :])
             T["send"].setdefault(_key(body["asset"], body["event_t_ns"]), now())
         return send(self, buf)
 
@@ -127,11 +127,16 @@ def report(workdir: str) -> dict[str, Any]:
         for k in keys:
             disp.setdefault(k, t)
     act = {k: (t, t2) for t, t2, k in tr["act"]}
-    stages = {"chunk decoded": tr["decode"], "features start": fs, "features end": fe,
-              "dispatched": disp, "actuator set()": {k: v[0] for k, v in act.items()},
-              "command on the socket": tr["send"],
-              "arrived at subscriber": {f"{a}:{t}": now for a, t, now in arr},
-              "PUBACK back (set() returns)": {k: v[1] for k, v in act.items()}}
+    stages = {
+        "chunk decoded": tr["decode"],
+        "features start": fs,
+        "features end": fe,
+        "dispatched": disp,
+        "actuator set()": {k: v[0] for k, v in act.items()},
+        "command on the socket": tr["send"],
+        "arrived at subscriber": {f"{a}:{t}": now for a, t, now in arr},
+        "PUBACK back (set() returns)": {k: v[1] for k, v in act.items()},
+    }
     keys = [f"{a}:{t}" for a, t, _ in arr if all(f"{a}:{t}" in m for m in (sent, *stages.values()))]
     out: dict[str, Any] = {"commands": len(keys)}
     for name, m in stages.items():

@@ -54,7 +54,8 @@ def main() -> None:
         bf, bq = model_nbytes(m), model_nbytes(q)
         print(
             f"{kind:<12} {bf:>9} {bq:>8} {bf / bq:>6.1f} {decision_agreement(sf, tf, sq, tq):>7.4f} "
-            f"{roc_auc(y, sf):>6.3f} {roc_auc(y, sq):>6.3f} {(t1 - t0) / 500 * 1e6:>9.1f} {(t2 - t1) / 500 * 1e6:>9.1f}"
+            f"{roc_auc(y, sf):>6.3f} {roc_auc(y, sq):>6.3f} "
+            f"{(t1 - t0) / 500 * 1e6:>9.1f} {(t2 - t1) / 500 * 1e6:>9.1f}"
         )
 
 

@@ -193,8 +193,10 @@ def bench_features(args: argparse.Namespace, res: dict[str, Any]) -> None:
         for i in range(nb):
             naive.vibration(x[i], RATE, SHAFT, machine.slip_tolerance, orders)
 
-    rows["numpy/scipy"] = {"us_per_window": 1e6 * median_time(baseline, max(3, args.repeat // 4)) / nb,
-                           "features": len(ex.names)}
+    rows["numpy/scipy"] = {
+        "us_per_window": 1e6 * median_time(baseline, max(3, args.repeat // 4)) / nb,
+        "features": len(ex.names),
+    }
 
     try:
         import pandas as pd
@@ -209,8 +211,12 @@ def bench_features(args: argparse.Namespace, res: dict[str, Any]) -> None:
 
         def tsfresh_run() -> None:
             holder["f"] = extract_features(
-                frame, column_id="id", column_sort="time", default_fc_parameters=MinimalFCParameters(),
-                n_jobs=0, disable_progressbar=True,
+                frame,
+                column_id="id",
+                column_sort="time",
+                default_fc_parameters=MinimalFCParameters(),
+                n_jobs=0,
+                disable_progressbar=True,
             )
 
         t = median_time(tsfresh_run, max(3, args.repeat // 4)) / nt
@@ -380,8 +386,9 @@ def bench_models(args: argparse.Namespace, res: dict[str, Any]) -> None:
     res["model_single_row_us"] = round(eng, 3)
     res["model_vs_sklearn_single"] = round(rows["sklearn LedoitWolf.mahalanobis"]["single_row_us"] / eng, 2)
     res["model_vs_sklearn_batch"] = round(
-        rows["sklearn LedoitWolf.mahalanobis"]["batch_us_per_row"] / rows["engine mahalanobis int8"][
-            "batch_us_per_row"], 2
+        rows["sklearn LedoitWolf.mahalanobis"]["batch_us_per_row"]
+        / rows["engine mahalanobis int8"]["batch_us_per_row"],
+        2,
     )
     ei = rows["engine iforest int8"]["single_row_us"]
     res["iforest_single_row_us"] = round(ei, 3)
@@ -396,8 +403,10 @@ def bench_models(args: argparse.Namespace, res: dict[str, Any]) -> None:
 
 def print_table(res: dict[str, Any]) -> None:
     la, lb = res["load_average"][0], res["load_average_end"][0]
-    print(f"load average {la:.2f} at the start, {lb:.2f} at the end; {res['cpus']} cpus; "
-          f"medians of {res['repeat']} runs")
+    print(
+        f"load average {la:.2f} at the start, {lb:.2f} at the end; {res['cpus']} cpus; "
+        f"medians of {res['repeat']} runs"
+    )
     if "features" in res:
         print_features(res)
     if "models" in res:
@@ -415,8 +424,10 @@ def print_features(res: dict[str, Any]) -> None:
             print(f"  {name:24s} skipped: {r['skipped']}")
             continue
         extra = r.get("features", ", ".join(r.get("transforms", [])))
-        print(f"  {name:24s} {r['us_per_window']:12.1f} {r['windows_per_s']:12.0f} "
-              f"{r['engine_speedup']:9.2f}x  {extra}")
+        print(
+            f"  {name:24s} {r['us_per_window']:12.1f} {r['windows_per_s']:12.0f} "
+            f"{r['engine_speedup']:9.2f}x  {extra}"
+        )
 
 
 def print_models(res: dict[str, Any]) -> None:
@@ -444,8 +455,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
-    res: dict[str, Any] = {"threads": {v: os.environ[v] for v in THREAD_VARS}, "repeat": args.repeat,
-                           "load_average": [round(v, 2) for v in os.getloadavg()], "cpus": os.cpu_count()}
+    res: dict[str, Any] = {
+        "threads": {v: os.environ[v] for v in THREAD_VARS},
+        "repeat": args.repeat,
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "cpus": os.cpu_count(),
+    }
     if not args.skip_features:
         bench_features(args, res)
     if not args.skip_models:

@@ -70,8 +70,12 @@ def run_demo(cache: Path, state: Path) -> dict[str, Any]:
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - t0
     d = json.loads(p.stdout)
-    return {"process_wall_s": round(wall, 2), "warmup_s": d["warmup_s"], "engine_wall_s": d["wall_s"],
-            "windows_scored": d["counters"].get("windows_scored")}
+    return {
+        "process_wall_s": round(wall, 2),
+        "warmup_s": d["warmup_s"],
+        "engine_wall_s": d["wall_s"],
+        "windows_scored": d["counters"].get("windows_scored"),
+    }
 
 
 def run_first_score(cache: Path, tmp: Path, channels: int) -> dict[str, Any]:
@@ -81,12 +85,19 @@ def run_first_score(cache: Path, tmp: Path, channels: int) -> dict[str, Any]:
     env = {**os.environ, **THREADS, "NUMBA_CACHE_DIR": str(cache)}
     learn = tmp / "learn.toml"
     learn.write_text(rss_config(state, channels, 30.0, speedup="max", learn_windows=40))
-    subprocess.run([str(BIN / "machinewatch"), "run", str(learn)], env=env, capture_output=True, check=True,
-                   timeout=600)
+    subprocess.run(
+        [str(BIN / "machinewatch"), "run", str(learn)], env=env, capture_output=True, check=True, timeout=600
+    )
     cfg = tmp / "first-score.toml"
     cfg.write_text(rss_config(state, channels, 30.0))
-    p = subprocess.run([sys.executable, "-c", FIRST_SCORE, str(cfg)], env=env, capture_output=True, text=True,
-                       check=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-c", FIRST_SCORE, str(cfg)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     return {"channels": channels, **json.loads(p.stdout.strip().splitlines()[-1])}
 
 
@@ -95,10 +106,12 @@ def rss_config(
 ) -> str:
     """``channels`` assets with one 25.6 kHz vibration stream each, simulated."""
     sp = '"max"' if speedup == "max" else speedup
-    parts = [f'[engine]\nsite = "rss"\nstate_dir = "{state}"\n',
-             f'[model]\nkind = "mahalanobis"\nlearn_windows = {learn_windows}\n',
-             f'[sources.sim]\nkind = "simulator"\nseed = 1\nspeedup = {sp}\nduration_s = {seconds}\n'
-             "chunk_samples = 2560\n"]
+    parts = [
+        f'[engine]\nsite = "rss"\nstate_dir = "{state}"\n',
+        f'[model]\nkind = "mahalanobis"\nlearn_windows = {learn_windows}\n',
+        f'[sources.sim]\nkind = "simulator"\nseed = 1\nspeedup = {sp}\nduration_s = {seconds}\n'
+        "chunk_samples = 2560\n",
+    ]
     for i in range(channels):
         a = f"m{i:02d}"
         parts.append(
@@ -129,8 +142,13 @@ def run_rss(cache: Path, tmp: Path, channels: int, seconds: float) -> dict[str, 
     warm.write_text(rss_config(tmp / "rss-warm-state", 1, 2.0, speedup="max"))
     subprocess.run([str(BIN / "machinewatch"), "run", str(warm)], env=env, capture_output=True, timeout=600)
     cfg.write_text(rss_config(state, channels, seconds))
-    p = subprocess.Popen([str(BIN / "machinewatch"), "run", str(cfg)], env=env, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [str(BIN / "machinewatch"), "run", str(cfg)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     samples: list[tuple[float, float]] = []
     t0 = time.perf_counter()
     try:

@@ -30,8 +30,18 @@ from machinewatch.engine.config import resolve_secret
 from machinewatch.engine.errors import ConfigError, ConfigProblem
 
 COMMON_KEYS = {
-    "url", "username", "password_env", "password_file", "tls_ca", "tls_cert", "tls_key", "tls_insecure",
-    "keepalive_s", "reconnect_min_s", "reconnect_max_s", "client_id",
+    "url",
+    "username",
+    "password_env",
+    "password_file",
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
+    "tls_insecure",
+    "keepalive_s",
+    "reconnect_min_s",
+    "reconnect_max_s",
+    "client_id",
 }
 #: Nagle's algorithm holds small packets back up to ~40 ms on loopback: measured p50 10 ms without
 NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -146,8 +146,14 @@ class AlarmMachine:
         if self.state == "SHELVED" and self.shelved_until is not None and now >= self.shelved_until:
             return self.unshelve("shelf expired")
         c = self.cfg
-        if (self.state == "ALARM" and self.acked and c.realarm_s > 0 and self.condition == "ALARM"
-                and self.acked_at is not None and now - self.acked_at >= c.realarm_s):
+        if (
+            self.state == "ALARM"
+            and self.acked
+            and c.realarm_s > 0
+            and self.condition == "ALARM"
+            and self.acked_at is not None
+            and now - self.acked_at >= c.realarm_s
+        ):
             self.acked = False
             self.alarm_since = now
             return Decision("ALARM", "ALARM", f"re-alarm: still active {c.realarm_s:g} s after acknowledge")
@@ -204,9 +210,14 @@ class AlarmMachine:
 
     def snapshot(self) -> dict[str, Any]:
         """The state worth keeping across a restart (JSON-able)."""
-        return {"state": self.state, "condition": self.condition, "acked": self.acked,
-                "alarm_since": self.alarm_since, "acked_at": self.acked_at,
-                "shelved_until": self.shelved_until}
+        return {
+            "state": self.state,
+            "condition": self.condition,
+            "acked": self.acked,
+            "alarm_since": self.alarm_since,
+            "acked_at": self.acked_at,
+            "shelved_until": self.shelved_until,
+        }
 
     def restore(self, snap: Mapping[str, Any]) -> None:
         """Take back a snapshot: a latched unacknowledged ALARM and an unexpired shelf survive.

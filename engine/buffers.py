@@ -15,6 +15,7 @@ __all__ = ["BufferCounters", "StreamBuffer"]
 from dataclasses import dataclass
 
 import numpy as np
+
 from machinewatch.engine.types import Chunk, Window
 
 
@@ -164,6 +165,4 @@ class StreamBuffer:
         values = vals[:, 0].copy() if self.channels == 1 else vals.copy()
         t0 = self._t_reset_ns + round(self._next_start * self.period_ns)
         self.counters.windows += 1
-        return Window(
-            self.stream_id, t0, t0 + round(self.window * self.period_ns), self.rate_hz, values
-        )
+        return Window(self.stream_id, t0, t0 + round(self.window * self.period_ns), self.rate_hz, values)

@@ -214,8 +214,11 @@ def _decode_number(p: bytes) -> Decoded:
     return Decoded(np.array([v], dtype=np.float32), None, None, None, 1, "number")
 
 
-def decode_payload(payload: bytes | bytearray | memoryview, max_bytes: int = MAX_PAYLOAD_BYTES,
-                   max_json_values: int = _MAX_JSON_VALUES) -> Decoded:
+def decode_payload(
+    payload: bytes | bytearray | memoryview,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+    max_json_values: int = _MAX_JSON_VALUES,
+) -> Decoded:
     """Decode one payload (binary frame, JSON object or plain number).
 
     Raises
@@ -252,8 +255,15 @@ def decode_payload(payload: bytes | bytearray | memoryview, max_bytes: int = MAX
     return _decode_number(p)
 
 
-def encode_frame(values: npt.ArrayLike, t0_ns: int, seq: int, rate_hz: float, channels: int = 1,
-                 dtype: str = "float32", scale: float = 1.0) -> bytes:
+def encode_frame(
+    values: npt.ArrayLike,
+    t0_ns: int,
+    seq: int,
+    rate_hz: float,
+    channels: int = 1,
+    dtype: str = "float32",
+    scale: float = 1.0,
+) -> bytes:
     """A binary waveform frame (the publisher side of :func:`decode_payload`).
 
     ``dtype="int16"`` stores ``round(values / scale)`` clipped to the int16 range.
@@ -272,8 +282,20 @@ def encode_frame(values: npt.ArrayLike, t0_ns: int, seq: int, rate_hz: float, ch
         code = DTYPE_I16
     else:
         raise ValueError(f"dtype must be float32 or int16, not {dtype!r}")
-    return FRAME_HEADER.pack(FRAME_MAGIC, FRAME_VERSION, code, channels, float(rate_hz), int(t0_ns),
-                             int(seq), x.size, float(scale)) + body
+    return (
+        FRAME_HEADER.pack(
+            FRAME_MAGIC,
+            FRAME_VERSION,
+            code,
+            channels,
+            float(rate_hz),
+            int(t0_ns),
+            int(seq),
+            x.size,
+            float(scale),
+        )
+        + body
+    )
 
 
 def encode_json(values: npt.ArrayLike, t0_ns: int | None = None, seq: int | None = None) -> bytes:

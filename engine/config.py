@@ -71,9 +71,7 @@ class BearingGeometry:
         >>> round(g.orders()["bpfo"], 2)
         3.58
         """
-        r = self.ball_diameter_mm / self.pitch_diameter_mm * math.cos(
-            math.radians(self.contact_angle_deg)
-        )
+        r = self.ball_diameter_mm / self.pitch_diameter_mm * math.cos(math.radians(self.contact_angle_deg))
         n = self.balls
         return {
             "bpfo": n / 2.0 * (1.0 - r),
@@ -335,8 +333,7 @@ def _parse_engine(c: _Checker, raw: Mapping[str, Any], base: Path) -> EngineConf
         summary_interval_s=c.get(t, "summary_interval_s", p, float, d.summary_interval_s, check=_positive)
         or d.summary_interval_s,
         queue_chunks=c.get(t, "queue_chunks", p, int, d.queue_chunks, check=_positive) or d.queue_chunks,
-        queue_windows=c.get(t, "queue_windows", p, int, d.queue_windows, check=_positive)
-        or d.queue_windows,
+        queue_windows=c.get(t, "queue_windows", p, int, d.queue_windows, check=_positive) or d.queue_windows,
         log_level=c.get(t, "log_level", p, str, d.log_level, check=_in(("DEBUG", "INFO", "WARNING", "ERROR")))
         or d.log_level,
         http_port=c.get(
@@ -344,8 +341,14 @@ def _parse_engine(c: _Checker, raw: Mapping[str, Any], base: Path) -> EngineConf
         )
         or 0,
         http_host=host,
-        spool_max_bytes=c.get(t, "spool_max_bytes", p, int, d.spool_max_bytes,
-                              check=lambda v: None if v >= 65536 else "must be >= 65536")
+        spool_max_bytes=c.get(
+            t,
+            "spool_max_bytes",
+            p,
+            int,
+            d.spool_max_bytes,
+            check=lambda v: None if v >= 65536 else "must be >= 65536",
+        )
         or d.spool_max_bytes,
         health_interval_s=c.get(t, "health_interval_s", p, float, d.health_interval_s, check=_positive)
         or d.health_interval_s,
@@ -355,16 +358,24 @@ def _parse_engine(c: _Checker, raw: Mapping[str, Any], base: Path) -> EngineConf
 def _parse_bearing(c: _Checker, t: Mapping[str, Any], p: str) -> BearingGeometry | None:
     if not t:
         return None
-    known = {"balls", "ball_diameter_mm", "pitch_diameter_mm", "contact_angle_deg", "ball_diameter_in",
-             "pitch_diameter_in", "name"}
+    known = {
+        "balls",
+        "ball_diameter_mm",
+        "pitch_diameter_mm",
+        "contact_angle_deg",
+        "ball_diameter_in",
+        "pitch_diameter_in",
+        "name",
+    }
     c.unknown(t, known, p)
     balls = c.get(t, "balls", p, int, None, required=True, check=lambda v: None if v >= 3 else "must be >= 3")
     unit = 25.4 if ("ball_diameter_in" in t or "pitch_diameter_in" in t) else 1.0
     suffix = "in" if unit != 1.0 else "mm"
     bd = c.get(t, f"ball_diameter_{suffix}", p, float, None, required=True, check=_positive)
     pd = c.get(t, f"pitch_diameter_{suffix}", p, float, None, required=True, check=_positive)
-    ca = c.get(t, "contact_angle_deg", p, float, 0.0,
-               check=lambda v: None if 0 <= v < 90 else "must be in [0, 90)")
+    ca = c.get(
+        t, "contact_angle_deg", p, float, 0.0, check=lambda v: None if 0 <= v < 90 else "must be in [0, 90)"
+    )
     if balls is None or bd is None or pd is None:
         return None
     if bd >= pd:
@@ -373,7 +384,9 @@ def _parse_bearing(c: _Checker, t: Mapping[str, Any], p: str) -> BearingGeometry
     return BearingGeometry(balls, bd * unit, pd * unit, ca or 0.0)
 
 
-def _parse_machine(c: _Checker, t: Mapping[str, Any], p: str, streams: Mapping[str, StreamConfig]) -> MachineConfig:
+def _parse_machine(
+    c: _Checker, t: Mapping[str, Any], p: str, streams: Mapping[str, StreamConfig]
+) -> MachineConfig:
     known = {"shaft_hz", "shaft_rpm", "speed_stream", "bearing", "line_hz", "poles", "slip_tolerance"}
     c.unknown(t, known, p)
     shaft = c.get(t, "shaft_hz", p, float, None, check=_positive)
@@ -391,8 +404,12 @@ def _parse_machine(c: _Checker, t: Mapping[str, Any], p: str, streams: Mapping[s
             c.bad(_join(p, "speed_stream"), f"stream {speed_stream!r} has kind {s.kind!r}, not 'speed'")
     bearing = _parse_bearing(c, c.table(t, "bearing", p), _join(p, "bearing"))
     line = c.get(t, "line_hz", p, float, 50.0, check=_positive) or 50.0
-    poles = c.get(t, "poles", p, int, 4, check=lambda v: None if v >= 2 and v % 2 == 0 else "must be even, >= 2")
-    slip = c.get(t, "slip_tolerance", p, float, 0.03, check=lambda v: None if 0 <= v < 0.5 else "must be in [0, 0.5)")
+    poles = c.get(
+        t, "poles", p, int, 4, check=lambda v: None if v >= 2 and v % 2 == 0 else "must be even, >= 2"
+    )
+    slip = c.get(
+        t, "slip_tolerance", p, float, 0.03, check=lambda v: None if 0 <= v < 0.5 else "must be in [0, 0.5)"
+    )
     return MachineConfig(shaft, speed_stream, bearing, line, poles or 4, 0.03 if slip is None else slip)
 
 
@@ -401,8 +418,15 @@ def _parse_stream(c: _Checker, name: str, t: Mapping[str, Any], p: str) -> Strea
     kind = c.get(t, "kind", p, str, None, required=True, check=_in(STREAM_KINDS))
     rate = c.get(t, "rate_hz", p, float, None, required=True, check=_positive)
     default_win = 1 if kind in ("speed", "scalar") else None
-    win = c.get(t, "window_samples", p, int, default_win, required=default_win is None,
-                check=lambda v: None if v >= 1 else "must be >= 1")
+    win = c.get(
+        t,
+        "window_samples",
+        p,
+        int,
+        default_win,
+        required=default_win is None,
+        check=lambda v: None if v >= 1 else "must be >= 1",
+    )
     hop = c.get(t, "hop_samples", p, int, win, check=lambda v: None if v >= 1 else "must be >= 1")
     channels = c.get(t, "channels", p, int, 1, check=lambda v: None if 1 <= v <= 16 else "must be 1-16") or 1
     if kind == "vibration" and win is not None and win < 64:
@@ -424,7 +448,13 @@ def _parse_stream(c: _Checker, name: str, t: Mapping[str, Any], p: str) -> Strea
     if kind is None or rate is None or win is None or hop is None:
         return None
     return StreamConfig(
-        name, kind, rate, win, hop, units, channels,
+        name,
+        kind,
+        rate,
+        win,
+        hop,
+        units,
+        channels,
         d.gap_tolerance_samples if gap is None else gap,
         clip or 0.0,
         d.flatline_p2p if flat is None else flat,
@@ -433,20 +463,48 @@ def _parse_stream(c: _Checker, name: str, t: Mapping[str, Any], p: str) -> Strea
 
 
 def _parse_model(c: _Checker, t: Mapping[str, Any], p: str, base: Path, dflt: ModelConfig) -> ModelConfig:
-    known = {"kind", "learn_windows", "threshold_quantile", "threshold_margin", "path", "options",
-             "quantized", "features"}
+    known = {
+        "kind",
+        "learn_windows",
+        "threshold_quantile",
+        "threshold_margin",
+        "path",
+        "options",
+        "quantized",
+        "features",
+    }
     c.unknown(t, known, p)
     path = c.get(t, "path", p, str, None)
     opts = c.table(t, "options", p)
     return ModelConfig(
         kind=c.get(t, "kind", p, str, dflt.kind) or dflt.kind,
-        learn_windows=c.get(t, "learn_windows", p, int, dflt.learn_windows,
-                            check=lambda v: None if v >= 10 else "must be >= 10") or dflt.learn_windows,
-        threshold_quantile=c.get(t, "threshold_quantile", p, float, dflt.threshold_quantile,
-                                 check=lambda v: None if 0.5 <= v < 1 else "must be in [0.5, 1)")
+        learn_windows=c.get(
+            t,
+            "learn_windows",
+            p,
+            int,
+            dflt.learn_windows,
+            check=lambda v: None if v >= 10 else "must be >= 10",
+        )
+        or dflt.learn_windows,
+        threshold_quantile=c.get(
+            t,
+            "threshold_quantile",
+            p,
+            float,
+            dflt.threshold_quantile,
+            check=lambda v: None if 0.5 <= v < 1 else "must be in [0.5, 1)",
+        )
         or dflt.threshold_quantile,
-        threshold_margin=c.get(t, "threshold_margin", p, float, dflt.threshold_margin,
-                               check=lambda v: None if v >= 1 else "must be >= 1") or dflt.threshold_margin,
+        threshold_margin=c.get(
+            t,
+            "threshold_margin",
+            p,
+            float,
+            dflt.threshold_margin,
+            check=lambda v: None if v >= 1 else "must be >= 1",
+        )
+        or dflt.threshold_margin,
         path=(Path(path) if Path(path).is_absolute() else (base / path).resolve()) if path else dflt.path,
         options=opts or dict(dflt.options),
         quantized=bool(c.get(t, "quantized", p, bool, dflt.quantized)),
@@ -482,7 +540,8 @@ def _parse_alarm(c: _Checker, t: Mapping[str, Any], p: str, dflt: AlarmConfig) -
         latching=bool(c.get(t, "latching", p, bool, dflt.latching)),
         actuators=tuple(a for a in acts if isinstance(a, str)),
         realarm_s=c.get(t, "realarm_s", p, float, dflt.realarm_s, check=_non_negative) or 0.0,
-        max_shelve_s=c.get(t, "max_shelve_s", p, float, dflt.max_shelve_s, check=_positive) or dflt.max_shelve_s,
+        max_shelve_s=c.get(t, "max_shelve_s", p, float, dflt.max_shelve_s, check=_positive)
+        or dflt.max_shelve_s,
         safe_state_on_quality=bool(c.get(t, "safe_state_on_quality", p, bool, dflt.safe_state_on_quality)),
     )
 
@@ -537,7 +596,7 @@ def _check_no_inline_secret(c: _Checker, opts: Mapping[str, Any], p: str) -> Non
         elif key in _SECRET_NAMES:
             c.bad(
                 _join(p, key),
-                f"secrets are never inline: use {key}_env = \"ENV_VAR\" or {key}_file = \"/path\"",
+                f'secrets are never inline: use {key}_env = "ENV_VAR" or {key}_file = "/path"',
             )
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from machinewatch.engine import features as feats
 from machinewatch.engine.alarm import AlarmMachine
 from machinewatch.engine.buffers import StreamBuffer
@@ -88,7 +89,9 @@ class HotPath:
             factory = model_factory(a.model.kind, dict(a.model.options))
             self.scorers[a.name] = AssetScorer(a, names, factory, learned.get(a.name))
             self.alarms[a.name] = AlarmMachine(a.alarm, "NORMAL" if a.name in learned else "LEARNING")
-            self.summarisers[a.name] = AssetSummariser(a.site, a.name, names, config.engine.summary_interval_s)
+            self.summarisers[a.name] = AssetSummariser(
+                a.site, a.name, names, config.engine.summary_interval_s
+            )
             self.speed_hz[a.name] = a.machine.shaft_hz or float("nan")
 
     def warmup(self) -> None:
@@ -173,8 +176,11 @@ class HotPath:
                 if asset_name not in self._warned_nonfinite:
                     self._warned_nonfinite.add(asset_name)
                     bad = [n for n, v in zip(scorer.names, vector, strict=True) if not np.isfinite(v)]
-                    log.warning("asset %s: not scored while features are NaN/inf: %s (see machinewatch check)",
-                                asset_name, ", ".join(bad[:8]))
+                    log.warning(
+                        "asset %s: not scored while features are NaN/inf: %s (see machinewatch check)",
+                        asset_name,
+                        ", ".join(bad[:8]),
+                    )
                 continue
             if scorer.learning:
                 summ.count("windows_learned")
@@ -197,8 +203,17 @@ class HotPath:
             if dec is not None:
                 top = scorer.top_features(sc.contributions)
                 out.events.append(
-                    _event(a.site, asset_name, t_ns, dec.from_state, dec.to_state,
-                           f"{dec.reason}; top: {', '.join(top)}", sc.score, sc.threshold, top)
+                    _event(
+                        a.site,
+                        asset_name,
+                        t_ns,
+                        dec.from_state,
+                        dec.to_state,
+                        f"{dec.reason}; top: {', '.join(top)}",
+                        sc.score,
+                        sc.threshold,
+                        top,
+                    )
                 )
         return out
 
@@ -226,7 +241,14 @@ def _frame(r: WindowResult, t_ns: int) -> FeatureFrame:
 
 
 def _event(
-    site: str, asset: str, t_ns: int, frm: str, to: str, reason: str,
-    score: float = float("nan"), threshold: float = float("nan"), top: tuple[str, ...] = (),
+    site: str,
+    asset: str,
+    t_ns: int,
+    frm: str,
+    to: str,
+    reason: str,
+    score: float = float("nan"),
+    threshold: float = float("nan"),
+    top: tuple[str, ...] = (),
 ) -> AlarmEvent:
     return AlarmEvent(site, asset, t_ns, frm, to, reason, "machine", "", score, threshold, top)

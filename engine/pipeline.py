@@ -109,7 +109,9 @@ class Engine:
                 self.hot.alarms[name].restore(snap)
         self.quality: dict[str, QualityAlarm] = {
             a.stream_id(s): QualityAlarm(a.alarm.on_delay_windows, a.alarm.off_delay_windows)
-            for a in config.assets.values() for s in a.streams}
+            for a in config.assets.values()
+            for s in a.streams
+        }
         self.commands = CommandDir(config.engine.state_dir)
         self._pending_records: list[Summary | AlarmEvent | HealthSample] = []
         self._pending_alarms: dict[str, Any] | None = None
@@ -148,17 +150,24 @@ class Engine:
             )
             stack.callback(self.spool.close)
             if cfg.engine.http_port:
-                await stack.enter_async_context(HealthServer(
-                    cfg.engine.http_host, cfg.engine.http_port, lambda: engine_metrics(self),
-                    lambda: engine_problems(self, max(300.0, 10 * cfg.engine.summary_interval_s)),
-                    {"site": cfg.engine.site}))
+                await stack.enter_async_context(
+                    HealthServer(
+                        cfg.engine.http_host,
+                        cfg.engine.http_port,
+                        lambda: engine_metrics(self),
+                        lambda: engine_problems(self, max(300.0, 10 * cfg.engine.summary_interval_s)),
+                        {"site": cfg.engine.site},
+                    )
+                )
             for c in [*sinks, *actuators.values()]:
                 await stack.enter_async_context(c)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._health_task(), name="health")
                 for snk in sinks:
                     self._sink_wake[snk.name] = asyncio.Event()
-                    tg.create_task(self._sink_task(snk), name=f"sink.{snk.config.sinks[snk.name].kind}[{snk.name}]")
+                    tg.create_task(
+                        self._sink_task(snk), name=f"sink.{snk.config.sinks[snk.name].kind}[{snk.name}]"
+                    )
                 policed = {n: PolicedActuator(a) for n, a in actuators.items()}
                 tg.create_task(self._actuator_task(policed), name="actuators")
                 tg.create_task(self._watchdog_task(), name="watchdog")
@@ -171,7 +180,9 @@ class Engine:
             st = self.spool.stats()
             self.counters["spool_dropped_overflow"] = st.dropped_overflow
             self.counters["spool_records_left"] = st.records
-        report.counters = dict(self.counters) | {f"buffer_{k}": v for k, v in self.hot.buffer_counters().items()}
+        report.counters = dict(self.counters) | {
+            f"buffer_{k}": v for k, v in self.hot.buffer_counters().items()
+        }
         report.counters |= dict(self.hot.counters)
         report.wall_s = time.perf_counter() - t0
         return report
@@ -209,8 +220,13 @@ class Engine:
                     break
                 if isinstance(item, Rejected):
                     self.counters[f"rejected_{item.reason}"] += 1
-                    self._rl.warning(f"{item.where}:{item.reason}", "rejected input from %s: %s %s",
-                                     item.where, item.reason, item.detail)
+                    self._rl.warning(
+                        f"{item.where}:{item.reason}",
+                        "rejected input from %s: %s %s",
+                        item.where,
+                        item.reason,
+                        item.detail,
+                    )
                     continue
                 self.counters["chunks_in"] += 1
                 self.last_chunk_wall[item.stream_id] = time.monotonic()
@@ -335,7 +351,9 @@ class Engine:
             if self._persist_closing:
                 return
 
-    def _persist(self, records: list[Summary | AlarmEvent | HealthSample], alarms: dict[str, Any] | None) -> bool:
+    def _persist(
+        self, records: list[Summary | AlarmEvent | HealthSample], alarms: dict[str, Any] | None
+    ) -> bool:
         """Worker thread: write the alarm snapshots and the spool records; True when records stored."""
         if alarms is not None:
             try:
@@ -409,8 +427,9 @@ class Engine:
             spool.ack(sink.name, batch[-1][0])
             self.counters[f"sink_written_{sink.name}"] += len(batch)
 
-    async def _actuate(self, act: Actuator, name: str, on: bool, event: AlarmEvent | None,
-                       prev: asyncio.Task[None] | None) -> None:
+    async def _actuate(
+        self, act: Actuator, name: str, on: bool, event: AlarmEvent | None, prev: asyncio.Task[None] | None
+    ) -> None:
         try:
             if prev is not None:
                 await asyncio.wait([prev])  # keep the order of one output's commands
@@ -516,16 +535,22 @@ class Engine:
             self._save_alarms()
             return False
         a = self.config.assets[str(cmd["asset"])]
-        self._dispatch(Outputs(events=[AlarmEvent(a.site, a.name, time.time_ns(), d.from_state, d.to_state,
-                                                  d.reason)]))
+        self._dispatch(
+            Outputs(events=[AlarmEvent(a.site, a.name, time.time_ns(), d.from_state, d.to_state, d.reason)])
+        )
         return True
 
     def _status_link(self) -> EngineStatus | None:
         for p in self.config.sources.values():
             if p.kind == "mqtt" and p.options.get("status", True):
-                return EngineStatus(p.options, self.config.engine.site, f"sources.{p.name}",
-                                    lambda: self.counters, self.command,
-                                    float(p.options.get("heartbeat_s", 10.0)))
+                return EngineStatus(
+                    p.options,
+                    self.config.engine.site,
+                    f"sources.{p.name}",
+                    lambda: self.counters,
+                    self.command,
+                    float(p.options.get("heartbeat_s", 10.0)),
+                )
         return None
 
     def counters_snapshot(self) -> dict[str, int]:
@@ -554,8 +579,15 @@ class Engine:
                 m = self.hot.alarms[a.name]
                 d2 = m.poll()
                 if d2 is not None:
-                    self._dispatch(Outputs(events=[AlarmEvent(a.site, a.name, time.time_ns(), d2.from_state,
-                                                              d2.to_state, d2.reason)]))
+                    self._dispatch(
+                        Outputs(
+                            events=[
+                                AlarmEvent(
+                                    a.site, a.name, time.time_ns(), d2.from_state, d2.to_state, d2.reason
+                                )
+                            ]
+                        )
+                    )
             for cmd in self.commands.take():
                 self.command(cmd)
             with contextlib.suppress(OSError):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 import numpy as np
+
 from machinewatch.engine.config import AssetConfig
 from machinewatch.engine.errors import ModelError
 from machinewatch.engine.types import F64, FeatureFrame, Score
@@ -41,7 +42,11 @@ class LearnedModel:
 
 
 def fit_baseline(
-    x: np.ndarray, names: tuple[str, ...], factory: ModelFactory, quantile: float, margin: float,
+    x: np.ndarray,
+    names: tuple[str, ...],
+    factory: ModelFactory,
+    quantile: float,
+    margin: float,
     quantized: bool = False,
 ) -> LearnedModel:
     """Fit on the first 2/3 of healthy rows, calibrate on the last 1/3, refit on all.
@@ -59,8 +64,12 @@ def fit_baseline(
     cut = max(3, (2 * n) // 3)
     first = factory().fit(x[:cut], names)
     f_thr = calibrate_threshold(first.score(x[cut:]), quantile, margin)
-    info: dict[str, object] = {"training_rows": n, "training_sha256": array_hash(x), "quantile": quantile,
-                               "margin": margin}
+    info: dict[str, object] = {
+        "training_rows": n,
+        "training_sha256": array_hash(x),
+        "quantile": quantile,
+        "margin": margin,
+    }
     if not quantized:
         return LearnedModel(factory().fit(x, names), f_thr, info)
     q_thr = calibrate_threshold(quantize(first).score(x[cut:]), quantile, margin)
@@ -162,8 +171,9 @@ class AssetScorer:
         x = np.vstack(self._learn)
         self._learn = []  # on failure learning starts over with fresh windows
         self._learn_seen = dict.fromkeys(self.streams, 0)
-        self.learned = fit_baseline(x, self.names, self.factory, m.threshold_quantile, m.threshold_margin,
-                                    quantized=m.quantized)
+        self.learned = fit_baseline(
+            x, self.names, self.factory, m.threshold_quantile, m.threshold_margin, quantized=m.quantized
+        )
         return True
 
     def score(self, vector: F64, t_ns: int) -> Score:

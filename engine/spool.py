@@ -197,7 +197,10 @@ class Spool:
         self.quarantined = 1
         log.error(
             "spool %s is damaged (%s): moved to %s; %d record(s) salvaged, the engine goes on",
-            self.path, why, dest, len(rows),
+            self.path,
+            why,
+            dest,
+            len(rows),
         )
         return rows, cursors
 
@@ -207,8 +210,10 @@ class Spool:
             # salvaged rows keep their ids: the cursors refer to them
             self._db.executemany("INSERT INTO records (id, wall_ns, kind, body) VALUES (?, ?, ?, ?)", rows)
             self._db.executemany("INSERT OR REPLACE INTO cursors VALUES (?, ?)", cursors.items())
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('quarantined', "
-                             "COALESCE((SELECT value FROM meta WHERE key='quarantined'), 0) + 1)")
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('quarantined', "
+                "COALESCE((SELECT value FROM meta WHERE key='quarantined'), 0) + 1)"
+            )
             self._db.execute("COMMIT")
 
     def _init_cursors(self) -> None:
@@ -248,8 +253,10 @@ class Spool:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("INSERT INTO records (wall_ns, kind, body) VALUES (?, ?, ?)",
-                                     [(now, k, b) for k, b in enc])
+                self._db.executemany(
+                    "INSERT INTO records (wall_ns, kind, body) VALUES (?, ?, ?)",
+                    [(now, k, b) for k, b in enc],
+                )
                 self._bytes += size
                 self._records += len(enc)
                 if self._bytes > self.max_bytes:
@@ -264,9 +271,7 @@ class Spool:
     def _drop_oldest(self) -> None:
         """Delete oldest rows until the bound holds (inside the caller's transaction)."""
         excess = self._bytes - self.max_bytes
-        rows = self._db.execute(
-            "SELECT id, LENGTH(body) FROM records ORDER BY id"
-        )
+        rows = self._db.execute("SELECT id, LENGTH(body) FROM records ORDER BY id")
         last_id, freed, n = 0, 0, 0
         for rid, ln in rows:
             if freed >= excess:
@@ -279,8 +284,13 @@ class Spool:
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('dropped_overflow', ?)", (self._dropped,))
             self._bytes -= freed
             self._records -= n
-            _rl.warning(f"full:{self.path}", "spool %s full (%d bytes): dropping the oldest records "
-                        "(%d so far)", self.path, self.max_bytes, self._dropped)
+            _rl.warning(
+                f"full:{self.path}",
+                "spool %s full (%d bytes): dropping the oldest records (%d so far)",
+                self.path,
+                self.max_bytes,
+                self._dropped,
+            )
 
     def peek(self, sink: str, limit: int) -> list[tuple[int, Record]]:
         """Up to ``limit`` records ``sink`` has not acknowledged, oldest first, with their ids.
@@ -343,9 +353,11 @@ class Spool:
     def pending(self, sink: str) -> int:
         """How many records ``sink`` has yet to write."""
         with self._lock:
-            return int(self._db.execute(
-                "SELECT COUNT(*) FROM records WHERE id > ?", (self._cursor(sink),)
-            ).fetchone()[0])
+            return int(
+                self._db.execute(
+                    "SELECT COUNT(*) FROM records WHERE id > ?", (self._cursor(sink),)
+                ).fetchone()[0]
+            )
 
     def stats(self) -> SpoolStats:
         """Records, bytes, oldest age, drops, and per-sink backlog and lag."""

@@ -99,8 +99,11 @@ class CommandDir:
             except (OSError, ValueError):
                 obj = None
             f.unlink(missing_ok=True)
-            if isinstance(obj, dict) and isinstance(obj.get("asset"), str) and obj.get("cmd") in (
-                    "ack", "shelve", "unshelve"):
+            if (
+                isinstance(obj, dict)
+                and isinstance(obj.get("asset"), str)
+                and obj.get("cmd") in ("ack", "shelve", "unshelve")
+            ):
                 out.append(obj)
         return out
 
@@ -120,9 +123,16 @@ class EngineStatus:
         Called on the loop with each valid command dict.
     """
 
-    def __init__(self, options: Mapping[str, Any], site: str, path: str,
-                 counters: Callable[[], Mapping[str, int]], on_command: Callable[[dict[str, Any]], None],
-                 heartbeat_s: float = 10.0, client_factory: Callable[..., Any] = aiomqtt.Client) -> None:
+    def __init__(
+        self,
+        options: Mapping[str, Any],
+        site: str,
+        path: str,
+        counters: Callable[[], Mapping[str, int]],
+        on_command: Callable[[dict[str, Any]], None],
+        heartbeat_s: float = 10.0,
+        client_factory: Callable[..., Any] = aiomqtt.Client,
+    ) -> None:
         self.options = options
         self.prefix = status_prefix(site)
         self.path = path
@@ -141,8 +151,9 @@ class EngineStatus:
         backoff = Backoff(0.1, 2.0)
         while not stop.is_set():
             try:
-                async with self.client_factory(**kw, identifier=self.client_id, will=will,
-                                               clean_session=True) as c:
+                async with self.client_factory(
+                    **kw, identifier=self.client_id, will=will, clean_session=True
+                ) as c:
                     self._client = c
                     await c.publish(f"{self.prefix}/status", b"online", qos=1, retain=True)
                     await c.subscribe(f"{self.prefix}/ack", qos=1)
@@ -159,7 +170,8 @@ class EngineStatus:
                             raise t.exception()  # type: ignore[misc]
                     if stop.is_set():
                         await asyncio.wait_for(
-                            c.publish(f"{self.prefix}/status", b"offline", qos=1, retain=True), 3.0)
+                            c.publish(f"{self.prefix}/status", b"offline", qos=1, retain=True), 3.0
+                        )
                         return
             except (aiomqtt.MqttError, TimeoutError) as exc:
                 log.debug("status link: %s", exc)
@@ -171,8 +183,11 @@ class EngineStatus:
 
     async def _beat(self, c: Any) -> None:
         while True:
-            body = {"t_ns": time.time_ns(), "uptime_s": round(time.monotonic() - self.started, 1),
-                    "counters": dict(self.counters())}
+            body = {
+                "t_ns": time.time_ns(),
+                "uptime_s": round(time.monotonic() - self.started, 1),
+                "counters": dict(self.counters()),
+            }
             await c.publish(f"{self.prefix}/heartbeat", json.dumps(body).encode(), qos=0)
             await asyncio.sleep(self.heartbeat_s)
 

@@ -11,6 +11,7 @@ __all__ = ["AssetSummariser"]
 from collections import Counter
 
 import numpy as np
+
 from machinewatch.engine.alarm import STATE_CODES
 from machinewatch.engine.types import Summary
 
@@ -128,7 +129,13 @@ class AssetSummariser:
             if f:
                 streams[s] = f
         out = Summary(
-            self.site, self.asset, int((self._bucket + 1) * self.interval_ns), self.interval_s, state, fields, streams
+            self.site,
+            self.asset,
+            int((self._bucket + 1) * self.interval_ns),
+            self.interval_s,
+            state,
+            fields,
+            streams,
         )
         self._reset()
         return out

@@ -40,7 +40,9 @@ class LogActuator(Actuator):
             return
         self.state[asset] = energised
         why = f" ({event.reason})" if event else ""
-        log.log(self.level, "actuator %s: %s %s%s", self.name, "ENERGISE" if energised else "RELEASE", asset, why)
+        log.log(
+            self.level, "actuator %s: %s %s%s", self.name, "ENERGISE" if energised else "RELEASE", asset, why
+        )
 
     async def safe_state(self) -> None:
         for asset, on in list(self.state.items()):

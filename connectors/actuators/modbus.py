@@ -43,8 +43,13 @@ _KEYS = POLICY_KEYS | {"host", "port", "device_id", "timeout_s", "outputs", "mod
 class ModbusActuator(Actuator):
     """Writes one coil (or register) per asset."""
 
-    def __init__(self, name: str, options: Mapping[str, Any], config: Config,
-                 client_factory: Callable[..., Any] = AsyncModbusTcpClient) -> None:
+    def __init__(
+        self,
+        name: str,
+        options: Mapping[str, Any],
+        config: Config,
+        client_factory: Callable[..., Any] = AsyncModbusTcpClient,
+    ) -> None:
         super().__init__(name, options, config)
         o = self.options
         self.host = str(o.get("host", "127.0.0.1"))
@@ -80,8 +85,9 @@ class ModbusActuator(Actuator):
         if self._client is None or not self._client.connected:
             if self._client is not None:
                 self._client.close()
-            self._client = self.client_factory(self.host, port=self.port, timeout=self.timeout_s, retries=1,
-                                               reconnect_delay=0)
+            self._client = self.client_factory(
+                self.host, port=self.port, timeout=self.timeout_s, retries=1, reconnect_delay=0
+            )
             if not await self._client.connect():
                 where = f"{self.host}:{self.port}"
                 raise ConnectorError(f"modbus actuator {self.name}: cannot connect to {where}")

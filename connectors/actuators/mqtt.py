@@ -85,8 +85,13 @@ class MqttActuator(Actuator):
     #: one connection per asset: the engine may send different assets' commands concurrently
     concurrent_assets = True
 
-    def __init__(self, name: str, options: Mapping[str, Any], config: Config,
-                 client_factory: Callable[..., Any] = _EagerClient) -> None:
+    def __init__(
+        self,
+        name: str,
+        options: Mapping[str, Any],
+        config: Config,
+        client_factory: Callable[..., Any] = _EagerClient,
+    ) -> None:
         super().__init__(name, options, config)
         o = self.options
         self.template = str(o.get("topic_template", DEFAULT_TOPIC))
@@ -122,8 +127,13 @@ class MqttActuator(Actuator):
             return (self.payload_on if on else self.payload_off).encode()
         obj: dict[str, Any] = {"asset": asset, "energised": on, "t_ns": time.time_ns()}
         if event is not None:
-            obj |= {"event_t_ns": event.t_ns, "from": event.from_state, "to": event.to_state,
-                    "reason": event.reason, "score": event.score if event.score == event.score else None}
+            obj |= {
+                "event_t_ns": event.t_ns,
+                "from": event.from_state,
+                "to": event.to_state,
+                "reason": event.reason,
+                "score": event.score if event.score == event.score else None,
+            }
         elif reason:
             obj["reason"] = reason
         return json.dumps(obj).encode()
@@ -142,8 +152,12 @@ class MqttActuator(Actuator):
             raise ConnectorError(f"mqtt actuator {self.name}: cannot connect: {exc}") from exc
         self._clients[asset] = c
         if asset in self.state:  # re-assert after a reconnect: the Will may have fired meanwhile
-            await c.publish(self.topic(asset), self.payload(asset, self.state[asset], None, "reconnected"),
-                            qos=1, retain=True)
+            await c.publish(
+                self.topic(asset),
+                self.payload(asset, self.state[asset], None, "reconnected"),
+                qos=1,
+                retain=True,
+            )
         return c
 
     async def __aenter__(self) -> MqttActuator:

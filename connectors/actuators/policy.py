@@ -110,8 +110,11 @@ class PolicedActuator:
         o = inner.options
         self.inner = inner
         self.name = inner.name
-        self.core = PolicyCore(float(o.get("min_on_s", 0.0)), float(o.get("min_off_s", 0.0)),
-                               int(o.get("max_changes_per_min", 30)))
+        self.core = PolicyCore(
+            float(o.get("min_on_s", 0.0)),
+            float(o.get("min_off_s", 0.0)),
+            int(o.get("max_changes_per_min", 30)),
+        )
         self.safe_on = bool(o.get("safe_state", False))
         self.clock = clock
         self.sent = 0

@@ -41,8 +41,13 @@ def event_body(asset: str, energised: bool, event: AlarmEvent | None, site: str)
     body: dict[str, Any] = {"asset": asset, "energised": energised, "site": site}
     if event is not None:
         body |= {
-            "site": event.site, "t_ns": event.t_ns, "from": event.from_state, "to": event.to_state,
-            "reason": event.reason, "kind": event.kind, "top_features": list(event.top_features),
+            "site": event.site,
+            "t_ns": event.t_ns,
+            "from": event.from_state,
+            "to": event.to_state,
+            "reason": event.reason,
+            "kind": event.kind,
+            "top_features": list(event.top_features),
             "score": event.score if math.isfinite(event.score) else None,
             "threshold": event.threshold if math.isfinite(event.threshold) else None,
         }

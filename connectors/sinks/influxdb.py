@@ -50,7 +50,15 @@ from machinewatch.engine.types import AlarmEvent, Summary
 log = logging.getLogger(__name__)
 
 _OPTIONS = {
-    "url", "bucket", "org", "token_env", "token_file", "timeout_s", "max_future_s", "dead_letter", "gzip",
+    "url",
+    "bucket",
+    "org",
+    "token_env",
+    "token_file",
+    "timeout_s",
+    "max_future_s",
+    "dead_letter",
+    "gzip",
 }
 #: statuses that mean "these rows are bad", not "try again later"
 _REJECT = frozenset({400, 413, 422})
@@ -188,14 +196,16 @@ class InfluxSink(Sink):
         """Encode and send one batch; raise :class:`ConnectorError` if it must be retried."""
         if self._write_api is None:
             raise ConnectorError(f"sink {self.name}: not open")
-        enc = encode(summaries, events, [(h.site, h.t_ns, h.fields) for h in health],
-                     max_future_s=self.max_future_s)
+        enc = encode(
+            summaries, events, [(h.site, h.t_ns, h.fields) for h in health], max_future_s=self.max_future_s
+        )
         if enc.dropped_fields:
             self.counters["fields_dropped_nonfinite"] += enc.dropped_fields
         if enc.dropped_bad_time:
             self.counters["points_dropped_bad_time"] += enc.dropped_bad_time
-            log.warning("sink %s: %d point(s) with an implausible timestamp dropped", self.name,
-                        enc.dropped_bad_time)
+            log.warning(
+                "sink %s: %d point(s) with an implausible timestamp dropped", self.name, enc.dropped_bad_time
+            )
         if enc.dropped_empty:
             self.counters["points_dropped_empty"] += enc.dropped_empty
         if enc.lines:
@@ -204,19 +214,25 @@ class InfluxSink(Sink):
 
     async def _post(self, lines: list[str]) -> None:
         try:
-            await self._write_api.write(bucket=self.bucket, org=self.org, record="\n".join(lines),
-                                        write_precision="ns")
+            await self._write_api.write(
+                bucket=self.bucket, org=self.org, record="\n".join(lines), write_precision="ns"
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the client raises ApiException, aiohttp and timeout errors
             status, body, headers = _status_of(exc)
             if status is None:
-                raise ConnectorError(f"sink {self.name}: {self.url} unreachable: {type(exc).__name__}: "
-                                     f"{body}") from exc
+                raise ConnectorError(
+                    f"sink {self.name}: {self.url} unreachable: {type(exc).__name__}: {body}"
+                ) from exc
             if status in _BUSY:
                 ra = parse_retry_after(headers.get("Retry-After") or headers.get("retry-after"))
-                raise SinkBusy(f"sink {self.name}: HTTP {status} from {self.url}"
-                               + (f", retry after {ra:g} s" if ra is not None else ""), status, ra) from exc
+                raise SinkBusy(
+                    f"sink {self.name}: HTTP {status} from {self.url}"
+                    + (f", retry after {ra:g} s" if ra is not None else ""),
+                    status,
+                    ra,
+                ) from exc
             if status in _REJECT:
                 raise _Rejected(status, body) from exc
             raise ConnectorError(f"sink {self.name}: HTTP {status} from {self.url}: {body}") from exc
@@ -234,8 +250,14 @@ class InfluxSink(Sink):
 
     def _dead_letter(self, lines: list[str], rej: _Rejected) -> None:
         self.counters["dead_letter"] += len(lines)
-        log.error("sink %s: HTTP %d, %d row(s) rejected -> %s: %s", self.name, rej.status, len(lines),
-                  self.dead_letter, rej.body[:200])
+        log.error(
+            "sink %s: HTTP %d, %d row(s) rejected -> %s: %s",
+            self.name,
+            rej.status,
+            len(lines),
+            self.dead_letter,
+            rej.body[:200],
+        )
         try:
             self.dead_letter.parent.mkdir(parents=True, exist_ok=True)
             with self.dead_letter.open("a", encoding="utf-8") as f:

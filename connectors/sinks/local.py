@@ -63,8 +63,19 @@ def write_rows(db: sqlite3.Connection, summaries: Sequence[Summary], events: Seq
         for stream, f in s.streams.items():
             rows.append((s.t_ns, s.site, s.asset, stream, s.state, json.dumps(_finite(f))))
     ev = [
-        (e.t_ns, e.site, e.asset, e.stream, e.kind, e.from_state, e.to_state, e.reason,
-         _nan_to_none(e.score), _nan_to_none(e.threshold), json.dumps(list(e.top_features)))
+        (
+            e.t_ns,
+            e.site,
+            e.asset,
+            e.stream,
+            e.kind,
+            e.from_state,
+            e.to_state,
+            e.reason,
+            _nan_to_none(e.score),
+            _nan_to_none(e.threshold),
+            json.dumps(list(e.top_features)),
+        )
         for e in events
     ]
     with db:

@@ -51,8 +51,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATE = "machinewatch/<site>/<asset>/<stream>"
 _KEYS = COMMON_KEYS | {
-    "topic_template", "qos", "clean_session", "max_queued_messages", "max_payload_bytes", "max_future_s",
-    "rate_tolerance", "status", "heartbeat_s",
+    "topic_template",
+    "qos",
+    "clean_session",
+    "max_queued_messages",
+    "max_payload_bytes",
+    "max_future_s",
+    "rate_tolerance",
+    "status",
+    "heartbeat_s",
 }
 _PLACEHOLDERS = ("<site>", "<asset>", "<stream>")
 
@@ -177,8 +184,13 @@ class MqttSource(Source):
         Makes the ``aiomqtt.Client``-like client from keyword arguments (tests may pass a fake).
     """
 
-    def __init__(self, name: str, options: Mapping[str, Any], config: Config,
-                 client_factory: Callable[..., Any] = aiomqtt.Client) -> None:
+    def __init__(
+        self,
+        name: str,
+        options: Mapping[str, Any],
+        config: Config,
+        client_factory: Callable[..., Any] = aiomqtt.Client,
+    ) -> None:
         super().__init__(name, options, config)
         o = self.options
         self.path = f"sources.{name}"
@@ -218,8 +230,12 @@ class MqttSource(Source):
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the client (credentials resolved here, never logged)."""
         kw: dict[str, Any] = client_kwargs(self.options, self.path)
-        kw.update(identifier=self.client_id, clean_session=self.clean_session,
-                  max_queued_incoming_messages=self.max_queued, queue_type=self._queue_cls)
+        kw.update(
+            identifier=self.client_id,
+            clean_session=self.clean_session,
+            max_queued_incoming_messages=self.max_queued,
+            queue_type=self._queue_cls,
+        )
         return kw
 
     def decode(self, topic: str, payload: bytes, now_ns: int | None = None) -> Chunk | Rejected | None:
@@ -276,8 +292,14 @@ class MqttSource(Source):
                     await client.subscribe(self.topics.subscription, qos=self.qos)
                     self.connects += 1
                     self.backoff.reset()
-                    log.info("mqtt source %s: connected to %s:%s (%s, qos %d)", self.name, kw["hostname"],
-                             kw["port"], self.topics.subscription, self.qos)
+                    log.info(
+                        "mqtt source %s: connected to %s:%s (%s, qos %d)",
+                        self.name,
+                        kw["hostname"],
+                        kw["port"],
+                        self.topics.subscription,
+                        self.qos,
+                    )
                     queue = self._queue_cls.last  # type: ignore[attr-defined]
                     messages = aiter(client.messages)
                     while True:
@@ -299,7 +321,8 @@ class MqttSource(Source):
                             yield Rejected("mqtt", "queue_overflow", "incoming queue full")
             except aiomqtt.MqttError as exc:
                 delay = self.backoff.next()
-                self._rl.warning(f"mqtt:{self.name}", "mqtt source %s: %s; reconnecting in %.2f s",
-                                 self.name, exc, delay)
+                self._rl.warning(
+                    f"mqtt:{self.name}", "mqtt source %s: %s; reconnecting in %.2f s", self.name, exc, delay
+                )
                 yield Rejected("mqtt", "disconnected", str(exc)[:120])
                 await asyncio.sleep(delay)

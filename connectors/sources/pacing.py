@@ -24,11 +24,11 @@ from typing import Any
 def check_speedup(value: Any) -> str | None:
     """Why ``value`` is not a valid ``speedup`` option, or ``None`` when it is."""
     if isinstance(value, str):
-        return None if value == "max" else f"must be a number > 0, 0 or \"max\"; got {value!r}"
+        return None if value == "max" else f'must be a number > 0, 0 or "max"; got {value!r}'
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"must be a number > 0, 0 or \"max\"; got {type(value).__name__}"
+        return f'must be a number > 0, 0 or "max"; got {type(value).__name__}'
     if not math.isfinite(value) or value < 0:
-        return "must be > 0 (0 or \"max\" = as fast as possible)"
+        return 'must be > 0 (0 or "max" = as fast as possible)'
     return None
 
 

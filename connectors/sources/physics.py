@@ -59,9 +59,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from machinewatch.engine.numba_opts import NJIT
 from numba import njit
 from scipy import signal
+
+from machinewatch.engine.numba_opts import NJIT
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -257,9 +258,7 @@ def resonator(freq_hz: float, zeta: float, rate_hz: float) -> Resonator:
     return Resonator(f, zeta, np.array([g]), a)
 
 
-def resonator_noise(
-    white: F32, res: Resonator, zi: F64 | None = None
-) -> tuple[F32, F64]:
+def resonator_noise(white: F32, res: Resonator, zi: F64 | None = None) -> tuple[F32, F64]:
     """Filter ``white`` through ``res``; returns the response and the state for the next chunk."""
     if zi is None:
         zi = np.zeros(2)
@@ -279,8 +278,17 @@ def hash_uniform(idx: I64, seed: int) -> F64:
 
 @njit(**NJIT)
 def _impulses_add(
-    base_frac: float, base_whole: int, frac: F64, shaft_hz: F64, order: float, res_hz: float,
-    decay_s: float, amplitude: F64, seed: int, modulation: F64, out: F32,
+    base_frac: float,
+    base_whole: int,
+    frac: F64,
+    shaft_hz: F64,
+    order: float,
+    res_hz: float,
+    decay_s: float,
+    amplitude: F64,
+    seed: int,
+    modulation: F64,
+    out: F32,
 ) -> None:  # pragma: no cover - compiled
     n = frac.shape[0]
     f_step = 1 if shaft_hz.shape[0] == n else 0
@@ -353,8 +361,17 @@ def bearing_impulses(
         return np.ascontiguousarray(np.atleast_1d(np.asarray(1.0 if v is None else v, np.float64)))
 
     _impulses_add(
-        base - base_whole, int(base_whole), frac, vec(shaft_hz), float(order), float(res_hz),
-        float(decay_s), vec(amplitude), int(seed) & 0x7FFFFFFFFFFFFFFF, vec(modulation), out,
+        base - base_whole,
+        int(base_whole),
+        frac,
+        vec(shaft_hz),
+        float(order),
+        float(res_hz),
+        float(decay_s),
+        vec(amplitude),
+        int(seed) & 0x7FFFFFFFFFFFFFFF,
+        vec(modulation),
+        out,
     )
     return out
 

@@ -72,6 +72,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from machinewatch.connectors.base import Rejected, Source
 from machinewatch.connectors.sources.pacing import Pacer, check_speedup, parse_speedup
 from machinewatch.engine.config import Config, _Checker
@@ -85,8 +86,18 @@ F64 = npt.NDArray[np.float64]
 _CSV_EXT = (".csv", ".txt", ".tsv")
 _EXTENSIONS = (*_CSV_EXT, ".npy", ".npz", ".mat")
 _FILE_KEYS = {
-    "path", "stream", "column", "columns", "variable", "rate_hz", "start_ns", "offset_s",
-    "delimiter", "time_column", "decimate", "header",
+    "path",
+    "stream",
+    "column",
+    "columns",
+    "variable",
+    "rate_hz",
+    "start_ns",
+    "offset_s",
+    "delimiter",
+    "time_column",
+    "decimate",
+    "header",
 }
 _DEFAULT_KEYS = {"delimiter", "time_column", "decimate", "header"}
 _SOURCE_KEYS = {"speedup", "chunk_samples", "start_ns", "files"} | _FILE_KEYS
@@ -138,9 +149,15 @@ def _check_file_keys(c: _Checker, t: Mapping[str, Any], p: str, *, top_level: bo
     if not top_level:
         c.unknown(t, _FILE_KEYS, p)
     c.get(t, "path", p, str, None, required=True)
-    c.get(t, "stream", p, str, None, required=True,
-          check=lambda v: None if v.count("/") == 1 and all(v.split("/")) else
-          'must be "<asset>/<stream>"')
+    c.get(
+        t,
+        "stream",
+        p,
+        str,
+        None,
+        required=True,
+        check=lambda v: None if v.count("/") == 1 and all(v.split("/")) else 'must be "<asset>/<stream>"',
+    )
     _check_file_defaults(c, t, p)
     c.get(t, "rate_hz", p, float, None, check=lambda v: None if v > 0 else "must be > 0")
     c.get(t, "start_ns", p, int, None, check=lambda v: None if v >= 0 else "must be >= 0")
@@ -158,8 +175,7 @@ def _check_file_keys(c: _Checker, t: Mapping[str, Any], p: str, *, top_level: bo
 
 
 def _check_file_defaults(c: _Checker, t: Mapping[str, Any], p: str) -> None:
-    c.get(t, "delimiter", p, str, None,
-          check=lambda v: None if len(v) == 1 else "must be one character")
+    c.get(t, "delimiter", p, str, None, check=lambda v: None if len(v) == 1 else "must be one character")
     c.get(t, "time_column", p, (str, int), None, check=_column_check)
     c.get(t, "decimate", p, int, 1, check=lambda v: None if 1 <= v <= 64 else "must be 1-64")
     c.get(t, "header", p, bool, None)
@@ -176,11 +192,7 @@ def _file_tables(options: Mapping[str, Any], path: str) -> list[tuple[str, Mappi
     defaults = {k: options[k] for k in _DEFAULT_KEYS if k in options}
     files = options.get("files")
     if isinstance(files, list):
-        return [
-            (f"{path}.files[{i}]", {**defaults, **f})
-            for i, f in enumerate(files)
-            if isinstance(f, dict)
-        ]
+        return [(f"{path}.files[{i}]", {**defaults, **f}) for i, f in enumerate(files) if isinstance(f, dict)]
     if "path" in options:
         return [(path, {k: v for k, v in options.items() if k in _FILE_KEYS})]
     return []
@@ -248,16 +260,16 @@ def _pick_variable(names: list[str], wanted: str | None, path: Path) -> str:
     if wanted is None:
         if len(arrays) == 1:
             return arrays[0]
-        raise KeyError(f"{path.name} holds {len(arrays)} arrays ({', '.join(arrays)}); "
-                       "name one with variable = ...")
+        raise KeyError(
+            f"{path.name} holds {len(arrays)} arrays ({', '.join(arrays)}); name one with variable = ..."
+        )
     if wanted in arrays:
         return wanted
     ends = [n for n in arrays if n.endswith(wanted)]
     if len(ends) == 1:
         return ends[0]
     why = "several" if ends else "no"
-    raise KeyError(f"{path.name} has {why} variable named or ending {wanted!r} "
-                   f"(it has {', '.join(arrays)})")
+    raise KeyError(f"{path.name} has {why} variable named or ending {wanted!r} (it has {', '.join(arrays)})")
 
 
 def _array_columns(shape: tuple[int, ...], spec: FileSpec) -> list[int] | None:
@@ -459,9 +471,13 @@ def plan_file(spec: FileSpec, loaded: Loaded) -> Iterator[_Item]:
             order += 1
         if q > 1:
             if seg.shape[0] < _MIN_DECIMATE_SAMPLES:
-                yield _Item(max(t_start, last), order, reason="short_segment",
-                            detail=f"{spec.path.name}: {seg.shape[0]} samples at t={t_start:.6g} s "
-                                   f"are too few to decimate by {q}")
+                yield _Item(
+                    max(t_start, last),
+                    order,
+                    reason="short_segment",
+                    detail=f"{spec.path.name}: {seg.shape[0]} samples at t={t_start:.6g} s "
+                    f"are too few to decimate by {q}",
+                )
                 order += 1
                 continue
             from scipy import signal
@@ -469,7 +485,7 @@ def plan_file(spec: FileSpec, loaded: Loaded) -> Iterator[_Item]:
             seg = signal.decimate(seg, q, axis=0, zero_phase=True)
         n = spec.frames_per_chunk
         for k in range(0, seg.shape[0], n):
-            block = seg[k:k + n]
+            block = seg[k : k + n]
             t0 = t_start + k / rate
             while ri < len(rejects) and rejects[ri][0] <= t0:
                 yield _Item(max(rejects[ri][0], last), order, detail=rejects[ri][1], reason="bad_row")
@@ -539,8 +555,14 @@ class ReplaySource(Source):
             reason = check_speedup(options["speedup"])
             if reason:
                 c.bad(f"{path}.speedup", reason)
-        c.get(options, "chunk_samples", path, int, 1024,
-              check=lambda v: None if 1 <= v <= 1 << 20 else "must be 1-1048576")
+        c.get(
+            options,
+            "chunk_samples",
+            path,
+            int,
+            1024,
+            check=lambda v: None if 1 <= v <= 1 << 20 else "must be 1-1048576",
+        )
         c.get(options, "start_ns", path, int, None, check=lambda v: None if v >= 0 else "must be >= 0")
         files = c.get(options, "files", path, list, None)
         if files is not None:
@@ -573,8 +595,11 @@ class ReplaySource(Source):
         if not fpath.is_absolute():
             fpath = (base / fpath).resolve()
         if fpath.suffix.lower() not in _EXTENSIONS:
-            return None, [ConfigProblem(f"{p}.path", f"unsupported file type {fpath.suffix!r} "
-                                                     f"(one of {', '.join(_EXTENSIONS)})")]
+            return None, [
+                ConfigProblem(
+                    f"{p}.path", f"unsupported file type {fpath.suffix!r} (one of {', '.join(_EXTENSIONS)})"
+                )
+            ]
         cols: tuple[str | int, ...] = ()
         if "columns" in t:
             cols = tuple(t["columns"])
@@ -583,22 +608,37 @@ class ReplaySource(Source):
         rate = float(t["rate_hz"]) if "rate_hz" in t else None
         q = int(t.get("decimate", 1))
         spec = FileSpec(
-            path=fpath, stream_id=stream_id, key_path=p, columns=cols,
-            variable=t.get("variable"), rate_hz=rate,
+            path=fpath,
+            stream_id=stream_id,
+            key_path=p,
+            columns=cols,
+            variable=t.get("variable"),
+            rate_hz=rate,
             start_ns=int(t["start_ns"]) if "start_ns" in t else None,
-            offset_s=float(t.get("offset_s", 0.0)), delimiter=t.get("delimiter"),
-            time_column=t.get("time_column"), decimate=q, header=t.get("header"),
-            channels=scfg.channels, stream_rate_hz=scfg.rate_hz,
+            offset_s=float(t.get("offset_s", 0.0)),
+            delimiter=t.get("delimiter"),
+            time_column=t.get("time_column"),
+            decimate=q,
+            header=t.get("header"),
+            channels=scfg.channels,
+            stream_rate_hz=scfg.rate_hz,
             frames_per_chunk=self.chunk_samples if scfg.kind in _WAVEFORM_KINDS else 1,
         )
         probs: list[ConfigProblem] = []
         if cols and spec.kind == "csv" and len(cols) != scfg.channels:
-            probs.append(ConfigProblem(f"{p}.columns", f"{len(cols)} column(s) for a stream of "
-                                                       f"{scfg.channels} channel(s)"))
+            probs.append(
+                ConfigProblem(
+                    f"{p}.columns", f"{len(cols)} column(s) for a stream of {scfg.channels} channel(s)"
+                )
+            )
         if rate is not None and not math.isclose(rate / q, scfg.rate_hz, rel_tol=1e-6):
-            probs.append(ConfigProblem(
-                f"{p}.rate_hz", f"{rate:g} Hz / decimate {q} = {rate / q:g} Hz, but {stream_id} is "
-                f"configured at {scfg.rate_hz:g} Hz"))
+            probs.append(
+                ConfigProblem(
+                    f"{p}.rate_hz",
+                    f"{rate:g} Hz / decimate {q} = {rate / q:g} Hz, but {stream_id} is "
+                    f"configured at {scfg.rate_hz:g} Hz",
+                )
+            )
         try:
             check_file(spec)
         except FileNotFoundError:
@@ -606,8 +646,11 @@ class ReplaySource(Source):
         except (OSError, ValueError) as exc:
             probs.append(ConfigProblem(f"{p}.path", f"cannot read {fpath}: {exc}"))
         except KeyError as exc:
-            key = "time_column" if "time_column" in str(exc) else (
-                "variable" if spec.kind in ("mat", "npz") and "variable" in str(exc) else "column")
+            key = (
+                "time_column"
+                if "time_column" in str(exc)
+                else ("variable" if spec.kind in ("mat", "npz") and "variable" in str(exc) else "column")
+            )
             probs.append(ConfigProblem(f"{p}.{key}", str(exc.args[0]) if exc.args else str(exc)))
         return spec, probs
 
@@ -617,14 +660,16 @@ class ReplaySource(Source):
             try:
                 loaded = load_file(spec)
             except (OSError, ValueError, KeyError, NotImplementedError) as exc:
-                raise ConnectorError(f"replay {self.name}: cannot load {spec.path} "
-                                     f"({spec.key_path}): {exc}") from exc
+                raise ConnectorError(
+                    f"replay {self.name}: cannot load {spec.path} ({spec.key_path}): {exc}"
+                ) from exc
             if spec.rate_hz is None and spec.time_column is not None:
                 got = loaded.rate_hz / spec.decimate
                 if not math.isclose(got, spec.stream_rate_hz, rel_tol=0.01):
                     raise ConnectorError(
                         f"replay {self.name}: {spec.path} ({spec.key_path}) has {got:g} Hz by its "
-                        f"time column, but {spec.stream_id} is configured at {spec.stream_rate_hz:g} Hz")
+                        f"time column, but {spec.stream_id} is configured at {spec.stream_rate_hz:g} Hz"
+                    )
             out.append(loaded)
         return out
 
@@ -633,8 +678,7 @@ class ReplaySource(Source):
         loaded = await asyncio.to_thread(self._load_all)
         start_ns = self.start_ns if self.start_ns is not None else time.time_ns()
         file_start = [
-            s.start_ns if s.start_ns is not None else start_ns + round(s.offset_s * 1e9)
-            for s in self.files
+            s.start_ns if s.start_ns is not None else start_ns + round(s.offset_s * 1e9) for s in self.files
         ]
         origin = min(file_start, default=start_ns)
 

@@ -77,6 +77,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from machinewatch.connectors.base import Rejected, Source
 from machinewatch.connectors.sources import physics as ph
 from machinewatch.connectors.sources.pacing import Pacer, check_speedup, parse_speedup
@@ -108,7 +109,15 @@ FAULT_KINDS: dict[str, str | None] = {
 _WAVEFORM_KINDS = ("vibration", "current")
 _OPTION_KEYS = {"seed", "speedup", "duration_s", "assets", "chunk_samples", "start_ns", "faults"}
 _FAULT_KEYS = {
-    "asset", "kind", "start_s", "ramp_s", "severity", "stream", "duration_s", "level", "phase",
+    "asset",
+    "kind",
+    "start_s",
+    "ramp_s",
+    "severity",
+    "stream",
+    "duration_s",
+    "level",
+    "phase",
     "probability",
 }
 _VIB_NOISE_G = 0.02  # broadband noise, g RMS
@@ -246,7 +255,7 @@ class _StreamGen:
             self.buf = self.sensor_faults(t, self.frames(t))
             self.buf_k0 = k0
         i = k0 - self.buf_k0
-        return self.buf[i:i + n]
+        return self.buf[i : i + n]
 
     def frames(self, t: F64) -> F32:
         """Healthy signal plus machine faults, shape ``(len(t), channels)``."""
@@ -279,8 +288,7 @@ class _StreamGen:
         x = ph.harmonic_sum(frac, self.amps, self.phases)
         x += np.float32(_VIB_NOISE_G) * white
         x += np.float32(_VIB_RES_G) * resp
-        active = [f for f in self.faults if FAULT_KINDS[f.kind] == "vibration"
-                  and f.overlaps(t[0], t[-1])]
+        active = [f for f in self.faults if FAULT_KINDS[f.kind] == "vibration" and f.overlaps(t[0], t[-1])]
         if not active:
             return x
         f_inst = ph.slow_series(t, lambda u: ph.shaft_speed(u, prof))
@@ -301,8 +309,16 @@ class _StreamGen:
                     cage = math.fmod(whole * ftf, 1.0) + ftf * frac
                     mod = 0.5 * (1.0 + np.cos(2.0 * math.pi * cage))
                 ph.bearing_impulses(
-                    whole, frac, f_inst, order, self.res.freq_hz, decay,
-                    _BEARING_PEAK_G * sev, self.seed + 7919 * i, mod, out=x,
+                    whole,
+                    frac,
+                    f_inst,
+                    order,
+                    self.res.freq_hz,
+                    decay,
+                    _BEARING_PEAK_G * sev,
+                    self.seed + 7919 * i,
+                    mod,
+                    out=x,
                 )
             elif f.kind == "imbalance":
                 ph.harmonic_sum(frac, (0.4,), self.phases[:1], gain=sev, out=x)
@@ -329,8 +345,13 @@ class _StreamGen:
                 gain[:, min(f.phase, ch - 1)] *= 1.0 - 0.3 * np.minimum(sev, 3.0)
         load = ph.load_factor(t, self.asset.speed)
         x = ph.current_waveform(
-            t, self.asset.line_hz, self.asset.current_peak_a, ch, phase_gain=gain,
-            sideband_index=sideband, sideband_hz=2.0 * self.asset.slip * self.asset.line_hz,
+            t,
+            self.asset.line_hz,
+            self.asset.current_peak_a,
+            ch,
+            phase_gain=gain,
+            sideband_index=sideband,
+            sideband_hz=2.0 * self.asset.slip * self.asset.line_hz,
             load=load,
         )
         noise = self.rng.standard_normal(x.shape, dtype=np.float32)
@@ -414,10 +435,12 @@ def _stream_gen(
     mine = [f for f in faults if f.applies_to(asset.name, s)]
     gen = _StreamGen(model, s, asset.stream_id(s.name), rng, int(ss.generate_state(1)[0]), mine, 1.0)
     if s.kind == "vibration":
-        gen.res = ph.resonator(float(rng.uniform(2000.0, 5000.0)), float(rng.uniform(0.03, 0.08)),
-                               s.rate_hz)
-        gen.amps = (float(rng.uniform(0.03, 0.06)), float(rng.uniform(0.01, 0.02)),
-                    float(rng.uniform(0.003, 0.008)))
+        gen.res = ph.resonator(float(rng.uniform(2000.0, 5000.0)), float(rng.uniform(0.03, 0.08)), s.rate_hz)
+        gen.amps = (
+            float(rng.uniform(0.03, 0.06)),
+            float(rng.uniform(0.01, 0.02)),
+            float(rng.uniform(0.003, 0.008)),
+        )
         gen.phases = tuple(float(v) for v in rng.uniform(0.0, 2.0 * math.pi, 3))
         rms = math.sqrt(sum(a * a / 2 for a in gen.amps) + _VIB_NOISE_G**2 + _VIB_RES_G**2)
         gen.nominal = 3.0 * rms
@@ -433,18 +456,20 @@ def _stream_gen(
 def _fault_specs(options: Mapping[str, Any]) -> list[FaultSpec]:
     out = []
     for f in options.get("faults", []) or []:
-        out.append(FaultSpec(
-            asset=str(f["asset"]),
-            kind=str(f["kind"]),
-            start_s=float(f.get("start_s", 0.0)),
-            ramp_s=float(f.get("ramp_s", 0.0)),
-            severity=float(f.get("severity", 1.0)),
-            stream=f.get("stream"),
-            duration_s=float(f["duration_s"]) if "duration_s" in f else None,
-            level=float(f["level"]) if "level" in f else None,
-            phase=int(f.get("phase", 0)),
-            probability=float(f["probability"]) if "probability" in f else None,
-        ))
+        out.append(
+            FaultSpec(
+                asset=str(f["asset"]),
+                kind=str(f["kind"]),
+                start_s=float(f.get("start_s", 0.0)),
+                ramp_s=float(f.get("ramp_s", 0.0)),
+                severity=float(f.get("severity", 1.0)),
+                stream=f.get("stream"),
+                duration_s=float(f["duration_s"]) if "duration_s" in f else None,
+                level=float(f["level"]) if "level" in f else None,
+                phase=int(f.get("phase", 0)),
+                probability=float(f["probability"]) if "probability" in f else None,
+            )
+        )
     return out
 
 
@@ -517,8 +542,14 @@ class SimulatorSource(Source):
             if reason:
                 c.bad(f"{path}.speedup", reason)
         c.get(options, "duration_s", path, float, None, check=_positive)
-        c.get(options, "chunk_samples", path, int, 1024,
-              check=lambda v: None if 1 <= v <= 1 << 20 else "must be 1-1048576")
+        c.get(
+            options,
+            "chunk_samples",
+            path,
+            int,
+            1024,
+            check=lambda v: None if 1 <= v <= 1 << 20 else "must be 1-1048576",
+        )
         c.get(options, "start_ns", path, int, None, check=_non_negative)
         assets = c.get(options, "assets", path, list, None)
         for i, a in enumerate(assets or []):
@@ -540,8 +571,9 @@ class SimulatorSource(Source):
             c.get(f, "duration_s", fp, float, None, check=_positive)
             c.get(f, "level", fp, float, None, check=_positive)
             c.get(f, "phase", fp, int, 0, check=lambda v: None if 0 <= v <= 2 else "must be 0, 1 or 2")
-            c.get(f, "probability", fp, float, None,
-                  check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]")
+            c.get(
+                f, "probability", fp, float, None, check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]"
+            )
             if kind == "dropout" and "duration_s" not in f:
                 c.bad(f"{fp}.duration_s", "is required for a dropout")
         return c.problems
@@ -576,15 +608,21 @@ class SimulatorSource(Source):
                     probs.append(ConfigProblem(f"{fp}.stream", f"names no stream of {a.name} ({stream!r})"))
                     continue
                 if target not in (None, "?") and s.kind != target:
-                    probs.append(ConfigProblem(
-                        f"{fp}.stream", f"a {f.get('kind')} fault acts on a {target} stream, "
-                        f"{stream!r} is {s.kind}"))
+                    probs.append(
+                        ConfigProblem(
+                            f"{fp}.stream",
+                            f"a {f.get('kind')} fault acts on a {target} stream, {stream!r} is {s.kind}",
+                        )
+                    )
                 streams = [s]
             else:
                 streams = list(a.streams.values())
                 if target not in (None, "?") and not any(s.kind == target for s in streams):
-                    probs.append(ConfigProblem(
-                        f"{fp}.kind", f"{a.name} has no {target} stream for a {f.get('kind')} fault"))
+                    probs.append(
+                        ConfigProblem(
+                            f"{fp}.kind", f"{a.name} has no {target} stream for a {f.get('kind')} fault"
+                        )
+                    )
             phase = f.get("phase")
             if f.get("kind") == "phase_imbalance" and isinstance(phase, int):
                 if all(s.channels <= phase for s in streams if s.kind == "current"):

@@ -119,8 +119,14 @@ def _learned_models(cfg: Config) -> dict[str, LearnedModel]:
         x = np.hstack([v[-n:] for v in vecs])
         x = np.vstack([x * (1 + 0.01 * rng.standard_normal(x.shape)) for _ in range(max(1, 60 // n + 1))])
         m = a.model
-        learned[name] = fit_baseline(x, scorer.names, model_factory(m.kind, dict(m.options)),
-                                     m.threshold_quantile, m.threshold_margin, quantized=m.quantized)
+        learned[name] = fit_baseline(
+            x,
+            scorer.names,
+            model_factory(m.kind, dict(m.options)),
+            m.threshold_quantile,
+            m.threshold_margin,
+            quantized=m.quantized,
+        )
     return learned
 
 
@@ -149,8 +155,9 @@ def measure(cfg: Config, seconds: float, repeat: int) -> dict[str, StreamCost]:
     costs = {}
     for sid, vals in runs.items():
         _, s = cfg.stream(sid)
-        costs[sid] = StreamCost(sid, s.kind, statistics.median(v[0] for v in vals),
-                                statistics.median(v[1] for v in vals))
+        costs[sid] = StreamCost(
+            sid, s.kind, statistics.median(v[0] for v in vals), statistics.median(v[1] for v in vals)
+        )
     return costs
 
 
@@ -203,31 +210,47 @@ def main(args: argparse.Namespace) -> int:
     cap = capacity(costs, args.headroom, cpus)
     load = os.getloadavg()
     if args.json:
-        print(json.dumps({
-            "config": str(cfg.path) if args.config else "typical",
-            "streams": {k: {"kind": c.kind, "loop_s_per_s": c.loop_s, "worker_s_per_s": c.worker_s}
-                        for k, c in costs.items()},
-            **cap,
-            "load_average": load[0],
-        }))
+        print(
+            json.dumps(
+                {
+                    "config": str(cfg.path) if args.config else "typical",
+                    "streams": {
+                        k: {"kind": c.kind, "loop_s_per_s": c.loop_s, "worker_s_per_s": c.worker_s}
+                        for k, c in costs.items()
+                    },
+                    **cap,
+                    "load_average": load[0],
+                }
+            )
+        )
         return 0
-    print(f"hot path on this gateway ({cpus} cpus, load average {load[0]:.2f}); "
-          f"{args.seconds:g} s of synthetic data per run, median of {args.repeat}")
+    print(
+        f"hot path on this gateway ({cpus} cpus, load average {load[0]:.2f}); "
+        f"{args.seconds:g} s of synthetic data per run, median of {args.repeat}"
+    )
     for c in costs.values():
         _, s = cfg.stream(c.stream_id)
-        print(f"  {c.stream_id:24s} {c.kind:12s} {s.rate_hz:>8g} Hz x {s.channels} ch, "
-              f"window {s.window_samples:>6d} hop {s.hop_samples:>6d}: {100 * c.total_s:6.2f} % of a core "
-              f"(loop {100 * c.loop_s:.2f} %, kernels {100 * c.worker_s:.2f} %)")
-    print(f"this configuration: {100 * float(cap['cpu_share_of_one_core']):.2f} % of one core, "  # type: ignore[arg-type]
-          f"{100 * float(cap['cpu_share_of_gateway']):.2f} % of the gateway")  # type: ignore[arg-type]
+        print(
+            f"  {c.stream_id:24s} {c.kind:12s} {s.rate_hz:>8g} Hz x {s.channels} ch, "
+            f"window {s.window_samples:>6d} hop {s.hop_samples:>6d}: {100 * c.total_s:6.2f} % of a core "
+            f"(loop {100 * c.loop_s:.2f} %, kernels {100 * c.worker_s:.2f} %)"
+        )
+    print(
+        f"this configuration: {100 * float(cap['cpu_share_of_one_core']):.2f} % of one core, "  # type: ignore[arg-type]
+        f"{100 * float(cap['cpu_share_of_gateway']):.2f} % of the gateway"
+    )  # type: ignore[arg-type]
     if cap["vibration_channels_per_core"] is None:
         print("no vibration stream configured: no channel capacity to report")
         return 0
     vib = next(c for c in costs.values() if c.kind == "vibration")
     _, s = cfg.stream(vib.stream_id)
-    print(f"vibration channels at {s.rate_hz:g} Hz, window {s.window_samples}, hop {s.hop_samples}, "
-          f"keeping the engine under {100 * args.headroom:.0f} % of a core:")
+    print(
+        f"vibration channels at {s.rate_hz:g} Hz, window {s.window_samples}, hop {s.hop_samples}, "
+        f"keeping the engine under {100 * args.headroom:.0f} % of a core:"
+    )
     print(f"  per core: {cap['vibration_channels_per_core']}")
-    print(f"  total on this gateway: {cap['vibration_channels_total']} "
-          "(kernels in the worker thread, ingest and scoring on the event loop)")
+    print(
+        f"  total on this gateway: {cap['vibration_channels_total']} "
+        "(kernels in the worker thread, ingest and scoring on the event loop)"
+    )
     return 0

@@ -78,8 +78,10 @@ def plan(cfg: Config) -> str:
     for group in ("sources", "sinks", "actuators"):
         for name, pcfg in getattr(cfg, group).items():
             lines.append(f"{group[:-1]} {name}: {pcfg.kind}")
-    lines.append(f"{len(cfg.assets)} assets, {sum(len(a.streams) for a in cfg.assets.values())} streams, "
-                 f"{total} features")
+    lines.append(
+        f"{len(cfg.assets)} assets, {sum(len(a.streams) for a in cfg.assets.values())} streams, "
+        f"{total} features"
+    )
     lines += [f"warning: {w}" for w in warnings(cfg)]
     return "\n".join(lines)
 

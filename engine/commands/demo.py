@@ -82,19 +82,30 @@ class Tracker:
                 row["top"] = e.top_features
                 self.first_alarm.setdefault(e.asset, (t, e.top_features, e.reason))
             if e.to_state != "NORMAL" or e.from_state != "LEARNING":
-                self.alarms.append({"asset": e.asset, "t_s": round(t, 2), "from": e.from_state,
-                                    "to": e.to_state, "reason": e.reason})
+                self.alarms.append(
+                    {
+                        "asset": e.asset,
+                        "t_s": round(t, 2),
+                        "from": e.from_state,
+                        "to": e.to_state,
+                        "reason": e.reason,
+                    }
+                )
 
     def render(self, engine: Engine | None) -> str:
         """The live table (``engine`` gives learning progress while running)."""
-        lines = [f"machinewatch demo  data time {self.data_s:7.1f} s", "",
-                 f"{'asset':<14}{'state':<10}{'score':>9}{'thresh':>9}  top features"]
+        lines = [
+            f"machinewatch demo  data time {self.data_s:7.1f} s",
+            "",
+            f"{'asset':<14}{'state':<10}{'score':>9}{'thresh':>9}  top features",
+        ]
         for a, row in self.rows.items():
             state = row["state"]
             if state == "LEARNING" and engine is not None:
                 state = f"LEARN {engine.hot.scorers[a].learn_progress:3.0%}"
-            lines.append(f"{a:<14}{state:<10}{row['score']:>9.2f}{row['threshold']:>9.2f}  "
-                         f"{', '.join(row['top'])}")
+            lines.append(
+                f"{a:<14}{state:<10}{row['score']:>9.2f}{row['threshold']:>9.2f}  {', '.join(row['top'])}"
+            )
         return "\n".join(lines)
 
 
@@ -135,8 +146,10 @@ def main(args: argparse.Namespace) -> int:
     tracker = Tracker(cfg, start_ns)
     live = not args.json and sys.stdout.isatty()
     if not args.json:
-        print(f"machinewatch demo: {len(cfg.assets)} machines, learning their baselines, then monitoring "
-              f"(about {args.seconds:g} s)...")
+        print(
+            f"machinewatch demo: {len(cfg.assets)} machines, learning their baselines, then monitoring "
+            f"(about {args.seconds:g} s)..."
+        )
     t0 = time.perf_counter()
     report = asyncio.run(_run(cfg, tracker, live))
     wall = time.perf_counter() - t0
@@ -144,33 +157,49 @@ def main(args: argparse.Namespace) -> int:
     assets = []
     for a in cfg.assets:
         first = tracker.first_alarm.get(a)
-        assets.append({
-            "asset": a,
-            "fault_injected": a in faults,
-            "fault_start_s": faults.get(a),
-            "alarmed": first is not None,
-            "first_alarm_s": round(first[0], 2) if first else None,
-            "top_features": list(first[1]) if first else [],
-            "reason": first[2] if first else None,
-            "final_state": tracker.rows[a]["state"],
-        })
+        assets.append(
+            {
+                "asset": a,
+                "fault_injected": a in faults,
+                "fault_start_s": faults.get(a),
+                "alarmed": first is not None,
+                "first_alarm_s": round(first[0], 2) if first else None,
+                "top_features": list(first[1]) if first else [],
+                "reason": first[2] if first else None,
+                "final_state": tracker.rows[a]["state"],
+            }
+        )
     db = state_dir / "machinewatch.db"
-    outcome = {"assets": assets, "alarms": tracker.alarms, "database": str(db), "state_dir": str(state_dir),
-               "wall_s": round(wall, 2), "warmup_s": round(report.warmup_s, 3),
-               "data_s": round(tracker.data_s, 1), "counters": report.counters}
+    outcome = {
+        "assets": assets,
+        "alarms": tracker.alarms,
+        "database": str(db),
+        "state_dir": str(state_dir),
+        "wall_s": round(wall, 2),
+        "warmup_s": round(report.warmup_s, 3),
+        "data_s": round(tracker.data_s, 1),
+        "counters": report.counters,
+    }
     if args.json:
         print(json.dumps(outcome, indent=2))
         return 0
     if live:
         print("\x1b[H\x1b[J" + tracker.render(None))
-    print(f"\nfinished in {wall:.1f} s wall ({tracker.data_s:.0f} s of machine time, warm-up "
-          f"{report.warmup_s:.2f} s)\n")
+    print(
+        f"\nfinished in {wall:.1f} s wall ({tracker.data_s:.0f} s of machine time, warm-up "
+        f"{report.warmup_s:.2f} s)\n"
+    )
     for row in assets:
         if row["alarmed"]:
-            print(f"  {row['asset']:<13} ALARM at {row['first_alarm_s']:.1f} s"
-                  + (f" (fault injected at {row['fault_start_s']:.0f} s)" if row["fault_injected"] else
-                     " (no fault injected: false alarm)")
-                  + f"\n                top features: {', '.join(row['top_features'])}")
+            print(
+                f"  {row['asset']:<13} ALARM at {row['first_alarm_s']:.1f} s"
+                + (
+                    f" (fault injected at {row['fault_start_s']:.0f} s)"
+                    if row["fault_injected"]
+                    else " (no fault injected: false alarm)"
+                )
+                + f"\n                top features: {', '.join(row['top_features'])}"
+            )
         else:
             miss = " (fault injected: MISSED)" if row["fault_injected"] else ""
             print(f"  {row['asset']:<13} no alarm{miss}")

@@ -21,8 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    logging.getLogger().setLevel(getattr(args, "verbose", False) and logging.DEBUG or cfg.engine.log_level)
+    logging.getLogger().setLevel((getattr(args, "verbose", False) and logging.DEBUG) or cfg.engine.log_level)
     report = asyncio.run(Engine(cfg).run())
-    log.info("stopped after %.1f s (warm-up %.2f s): %s", report.wall_s, report.warmup_s,
-             json.dumps(report.counters, sort_keys=True))
+    log.info(
+        "stopped after %.1f s (warm-up %.2f s): %s",
+        report.wall_s,
+        report.warmup_s,
+        json.dumps(report.counters, sort_keys=True),
+    )
     return 0

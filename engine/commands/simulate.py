@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker", required=True, help="mqtt://host:port")
-    p.add_argument("--config", default=None,
-                   help="config whose assets and simulator faults to use (default: demo)")
+    p.add_argument(
+        "--config", default=None, help="config whose assets and simulator faults to use (default: demo)"
+    )
     p.add_argument("--speedup", default=None, help="simulated s per wall s ('max' = as fast as possible)")
     p.add_argument("--duration", type=float, default=None, help="simulated seconds, then stop")
     p.add_argument("--qos", type=int, choices=(0, 1), default=1)
@@ -61,8 +62,13 @@ async def publish(cfg: Config, args: argparse.Namespace) -> int:
     kw = client_kwargs({"url": args.broker}, "--broker")
     if args.client_id:
         kw["identifier"] = args.client_id
-    topics = {a.stream_id(s): args.topic_template.replace("<site>", a.site).replace("<asset>", a.name)
-              .replace("<stream>", s) for a in cfg.assets.values() for s in a.streams}
+    topics = {
+        a.stream_id(s): args.topic_template.replace("<site>", a.site)
+        .replace("<asset>", a.name)
+        .replace("<stream>", s)
+        for a in cfg.assets.values()
+        for s in a.streams
+    }
     channels = {a.stream_id(s.name): s.channels for a in cfg.assets.values() for s in a.streams.values()}
     sent = 0
     t0 = time.monotonic()

@@ -69,8 +69,11 @@ def render(db_path: Path, asset: str | None, rows: int, points: int) -> str:
         raise ConfigError(f"no local store at {db_path} (run the engine or the demo first, or pass --db)")
     db = open_db(db_path)
     try:
-        assets = [asset] if asset else [r[0] for r in db.execute(
-            "SELECT DISTINCT asset FROM machinewatch_summary ORDER BY asset")]
+        assets = (
+            [asset]
+            if asset
+            else [r[0] for r in db.execute("SELECT DISTINCT asset FROM machinewatch_summary ORDER BY asset")]
+        )
         out: list[str] = []
         for a in assets:
             summ = read_summaries(db, a, limit=max(rows, points))
@@ -79,14 +82,18 @@ def render(db_path: Path, asset: str | None, rows: int, points: int) -> str:
                 continue
             thr = next((s["threshold"] for s in reversed(summ) if "threshold" in s), None)
             line = sparkline([float(s.get("score_max", math.nan)) for s in summ[-points:]], thr)
-            out.append(f"== {a}  ({summ[-1]['site']})  state {summ[-1]['state']}"
-                       + (f"  threshold {thr:.3g}" if thr else ""))
+            out.append(
+                f"== {a}  ({summ[-1]['site']})  state {summ[-1]['state']}"
+                + (f"  threshold {thr:.3g}" if thr else "")
+            )
             out.append(f"score_max  {line}")
             out.append(f"{'time (UTC)':<20}{'state':>9}{'score_mean':>11}{'score_max':>10}{'scored':>9}")
             for s in summ[-rows:]:
                 t = datetime.fromtimestamp(s["time_ns"] / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
-                out.append(f"{t:<20}{s['state']:>9}{_fmt(s.get('score_mean', '-')):>11}"
-                           f"{_fmt(s.get('score_max', '-')):>10}{_fmt(s.get('windows_scored', 0.0)):>9}")
+                out.append(
+                    f"{t:<20}{s['state']:>9}{_fmt(s.get('score_mean', '-')):>11}"
+                    f"{_fmt(s.get('score_max', '-')):>10}{_fmt(s.get('windows_scored', 0.0)):>9}"
+                )
             for e in read_alarms(db, a)[-5:]:
                 t = datetime.fromtimestamp(e["time_ns"] / 1e9, UTC).strftime("%H:%M:%S")
                 out.append(f"  alarm {t} {e['from_state']} -> {e['to_state']}: {e['reason']}")

@@ -36,8 +36,20 @@ from machinewatch.engine.types import Chunk
 
 LEARN_S = 3600.0
 #: features whose fall is not a fault (energy, impulsiveness, envelope lines): scored one-sided
-UPPER = ("*.rms", "*.peak", "*.p2p", "*.crest", "*.kurtosis", "*.impulse_factor", "*.shape_factor",
-         "*.band*", "*.x1", "*.x2", "*.x3", "*.env_*")
+UPPER = (
+    "*.rms",
+    "*.peak",
+    "*.p2p",
+    "*.crest",
+    "*.kurtosis",
+    "*.impulse_factor",
+    "*.shape_factor",
+    "*.band*",
+    "*.x1",
+    "*.x2",
+    "*.x3",
+    "*.env_*",
+)
 _ACC = re.compile(r"acc_(\d+)\.csv$")
 
 

@@ -397,8 +397,28 @@ def _fused_batch(
     event loop runs Python)."""
     for i in range(0, x.shape[0], chunk):
         j = min(i + chunk, x.shape[0])
-        _fused_chunk(x[i:j], keys[i:j], mask, shift, shaft[i:j], n, df, tol, edges, orders, k0, band,
-                     kmax, half, z[: j - i], e[: j - i], out[i:j], ok[i:j], col_spec, col_env)
+        _fused_chunk(
+            x[i:j],
+            keys[i:j],
+            mask,
+            shift,
+            shaft[i:j],
+            n,
+            df,
+            tol,
+            edges,
+            orders,
+            k0,
+            band,
+            kmax,
+            half,
+            z[: j - i],
+            e[: j - i],
+            out[i:j],
+            ok[i:j],
+            col_spec,
+            col_env,
+        )
 
 
 def _floats(z: np.ndarray) -> np.ndarray:
@@ -497,9 +517,29 @@ class VibrationExtractor(FeatureExtractor):
         keys, mask, shift = _int_keys(x)
         cdt = np.complex64 if x.dtype == np.float32 else np.complex128
         z, e = self._scratch(min(self.chunk, x.shape[0]), np.dtype(cdt), x.dtype)
-        _fused_batch(x, keys, mask, shift, shaft_hz, self.n, self.df, self.tol, self.edges, self.orders,
-                     self.k0, self.band, self.kmax, self.half, z, e, out, ok,
-                     len(TIME_NAMES), len(TIME_NAMES) + N_BANDS + 4, self.chunk)
+        _fused_batch(
+            x,
+            keys,
+            mask,
+            shift,
+            shaft_hz,
+            self.n,
+            self.df,
+            self.tol,
+            self.edges,
+            self.orders,
+            self.k0,
+            self.band,
+            self.kmax,
+            self.half,
+            z,
+            e,
+            out,
+            ok,
+            len(TIME_NAMES),
+            len(TIME_NAMES) + N_BANDS + 4,
+            self.chunk,
+        )
 
     def _chunk(self, x: npt.NDArray[np.floating], shaft_hz: F64, out: F64, ok: BoolArray) -> None:
         keys, mask, shift = _int_keys(x)

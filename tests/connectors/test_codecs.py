@@ -115,8 +115,10 @@ def _frame(**kw: object) -> bytes:
         (_frame(channels=3), "bad_channels"),
         (FRAME_HEADER.pack(FRAME_MAGIC, 1, 2, 1, 1.0, T0, 0, 4, 0.0) + b"\0" * 8, "bad_scale"),
         (FRAME_HEADER.pack(FRAME_MAGIC, 1, 1, 1, 1.0, T0, 0, 0, 1.0), "empty"),
-        (FRAME_HEADER.pack(FRAME_MAGIC, 1, 1, 1, 1.0, T0, 0, 1, 1.0) + np.float32(np.nan).tobytes(),
-         "non_finite"),
+        (
+            FRAME_HEADER.pack(FRAME_MAGIC, 1, 1, 1, 1.0, T0, 0, 1, 1.0) + np.float32(np.nan).tobytes(),
+            "non_finite",
+        ),
     ],
 )
 def test_malformed_frames_have_a_stable_reason(frame: bytes, why: str) -> None:
@@ -142,10 +144,16 @@ def hostile(draw: st.DrawFn) -> bytes:
         return bytes(good[:cut]) if draw(st.booleans()) else bytes(good)
     if kind == 2:
         leaf = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5)
-        val = st.recursive(leaf, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=3), c,
-                                                                                    max_size=3), max_leaves=8)
-        obj = draw(st.dictionaries(st.sampled_from(["t", "t_ns", "v", "value", "seq", "rate_hz", "x"]), val,
-                                   max_size=4))
+        val = st.recursive(
+            leaf,
+            lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=3), c, max_size=3),
+            max_leaves=8,
+        )
+        obj = draw(
+            st.dictionaries(
+                st.sampled_from(["t", "t_ns", "v", "value", "seq", "rate_hz", "x"]), val, max_size=4
+            )
+        )
         return json.dumps(obj).encode()
     return draw(st.text(alphabet="0123456789.eE+-_naifINF x", max_size=30)).encode()
 

@@ -8,12 +8,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy import io, signal
+
 from machinewatch.connectors.base import Rejected
 from machinewatch.connectors.sources.replay import ReplaySource, segments
 from machinewatch.engine.config import Config, load_config_text
 from machinewatch.engine.errors import ConfigError, ConnectorError
 from machinewatch.engine.types import Chunk
-from scipy import io, signal
 
 ASSETS = """
 [assets.m1]
@@ -50,7 +51,7 @@ def toml_value(v: Any) -> str:
 
 def replay_text(files: list[dict[str, Any]], **opts: Any) -> str:
     opts = {"speedup": "max", "chunk_samples": 100, "start_ns": 5_000_000_000, **opts}
-    out = "[sources.rp]\nkind = \"replay\"\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in opts.items())
+    out = '[sources.rp]\nkind = "replay"\n' + "".join(f"{k} = {toml_value(v)}\n" for k, v in opts.items())
     for f in files:
         out += "[[sources.rp.files]]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in f.items())
     return out
@@ -109,8 +110,7 @@ async def test_csv_with_datetime_time_column_like_skab(tmp_path: Path) -> None:
     for i in range(30):
         rows.append(f"2020-03-09 10:14:{i:02d};0.02;0.5;{60 + 0.1 * i:.2f};0.0")
     p.write_text("\n".join(rows) + "\n")
-    src = make([{"path": str(p), "stream": "m1/temp", "column": "Temperature",
-                 "time_column": "datetime"}])
+    src = make([{"path": str(p), "stream": "m1/temp", "column": "Temperature", "time_column": "datetime"}])
     chunks, rejected = await collect(src)
     assert rejected == []
     assert len(chunks) == 30 and all(c.values.size == 1 for c in chunks)
@@ -123,8 +123,7 @@ async def test_time_gap_in_time_column_starts_a_new_chunk(tmp_path: Path) -> Non
     p = tmp_path / "t.csv"
     t = np.r_[np.arange(150), np.arange(200, 260)] / 1000.0
     p.write_text("t,v\n" + "".join(f"{a:.4f},{i}\n" for i, a in enumerate(t)))
-    chunks, _ = await collect(make([{"path": str(p), "stream": "m1/vib", "column": "v",
-                                     "time_column": "t"}]))
+    chunks, _ = await collect(make([{"path": str(p), "stream": "m1/vib", "column": "v", "time_column": "t"}]))
     assert [c.values.size for c in chunks] == [100, 50, 60]
     assert chunks[2].t0_ns - chunks[0].t0_ns == 200_000_000
     assert [c.seq for c in chunks] == [0, 1, 2]
@@ -159,8 +158,7 @@ async def test_bad_rows_are_rejected_counted_and_skipped(tmp_path: Path) -> None
 async def test_three_columns_feed_a_three_phase_stream_interleaved(tmp_path: Path) -> None:
     p = tmp_path / "cur.csv"
     p.write_text("a,b,c\n" + "".join(f"{i},{i + 0.1},{i + 0.2}\n" for i in range(10)))
-    chunks, _ = await collect(make([{"path": str(p), "stream": "m1/cur",
-                                     "columns": ["a", "b", "c"]}]))
+    chunks, _ = await collect(make([{"path": str(p), "stream": "m1/cur", "columns": ["a", "b", "c"]}]))
     v = np.concatenate([c.values for c in chunks])
     assert v[:6].tolist() == pytest.approx([0, 0.1, 0.2, 1, 1.1, 1.2])
     assert v.size == 30
@@ -169,8 +167,7 @@ async def test_three_columns_feed_a_three_phase_stream_interleaved(tmp_path: Pat
 async def test_headerless_csv_and_explicit_delimiter(tmp_path: Path) -> None:
     p = tmp_path / "raw.txt"
     p.write_text("".join(f"{i}|{2 * i}\n" for i in range(5)))
-    chunks, _ = await collect(make([{"path": str(p), "stream": "m1/vib", "column": 1,
-                                     "delimiter": "|"}]))
+    chunks, _ = await collect(make([{"path": str(p), "stream": "m1/vib", "column": 1, "delimiter": "|"}]))
     assert np.concatenate([c.values for c in chunks]).tolist() == [0, 2, 4, 6, 8]
 
 
@@ -217,10 +214,14 @@ async def test_two_files_interleave_in_time_order(tmp_path: Path) -> None:
     a, b = tmp_path / "a.npy", tmp_path / "b.npy"
     np.save(a, np.zeros(1500))
     np.save(b, np.ones(3))
-    chunks, _ = await collect(make([
-        {"path": str(a), "stream": "m1/vib"},
-        {"path": str(b), "stream": "m1/temp", "offset_s": 0.05},
-    ]))
+    chunks, _ = await collect(
+        make(
+            [
+                {"path": str(a), "stream": "m1/vib"},
+                {"path": str(b), "stream": "m1/temp", "offset_s": 0.05},
+            ]
+        )
+    )
     # a chunk goes out when its last sample is in: vib every 0.1 s, temp at 1.05, 2.05, 3.05 s
     order = [c.stream_id.split("/")[1] for c in chunks]
     assert order == ["vib"] * 10 + ["temp"] + ["vib"] * 5 + ["temp"] * 2
@@ -241,8 +242,7 @@ async def test_replay_keeps_pace_with_speedup(tmp_path: Path) -> None:
         sleeps.append(s)
         clock[0] += s
 
-    src = make([{"path": str(p), "stream": "m1/vib"}], speedup=10.0,
-               clock=lambda: clock[0], sleep=fake_sleep)
+    src = make([{"path": str(p), "stream": "m1/vib"}], speedup=10.0, clock=lambda: clock[0], sleep=fake_sleep)
     chunks, _ = await collect(src)
     assert len(chunks) == 20 and len(sleeps) == 20
     assert clock[0] == pytest.approx(2.0 / 10.0)
@@ -263,14 +263,16 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     p.write_text("acc\n1\n2\n")
     npy = tmp_path / "x.npy"
     np.save(npy, np.zeros(10))
-    probs = problems([
-        {"path": str(tmp_path / "missing.csv"), "stream": "m1/vib"},
-        {"path": str(p), "stream": "m1/vib", "column": "nope"},
-        {"path": str(p), "stream": "m1/ghost"},
-        {"path": str(npy), "stream": "m1/vib", "rate_hz": 2000.0},
-        {"path": str(p), "stream": "m1/vib", "time_column": "t"},
-        {"path": str(tmp_path / "x.xlsx"), "stream": "m1/vib"},
-    ])
+    probs = problems(
+        [
+            {"path": str(tmp_path / "missing.csv"), "stream": "m1/vib"},
+            {"path": str(p), "stream": "m1/vib", "column": "nope"},
+            {"path": str(p), "stream": "m1/ghost"},
+            {"path": str(npy), "stream": "m1/vib", "rate_hz": 2000.0},
+            {"path": str(p), "stream": "m1/vib", "time_column": "t"},
+            {"path": str(tmp_path / "x.xlsx"), "stream": "m1/vib"},
+        ]
+    )
     assert "no such file" in probs["sources.rp.files[0].path"]
     assert "'nope' is not in the header" in probs["sources.rp.files[1].column"]
     assert "names no stream" in probs["sources.rp.files[2].stream"]
@@ -281,15 +283,24 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
 
 def test_validate_options_structure() -> None:
     cfg_probs = ReplaySource.validate_options(
-        {"speedup": "fast", "files": [{"stream": "bad", "decimate": 0, "delimiter": ";;"}, 3],
-         "chunk_samples": 0, "bogus": 1},
+        {
+            "speedup": "fast",
+            "files": [{"stream": "bad", "decimate": 0, "delimiter": ";;"}, 3],
+            "chunk_samples": 0,
+            "bogus": 1,
+        },
         "sources.rp",
     )
     got = {p.path: p.reason for p in cfg_probs}
     assert set(got) == {
-        "sources.rp.speedup", "sources.rp.chunk_samples", "sources.rp.bogus",
-        "sources.rp.files[0].path", "sources.rp.files[0].stream", "sources.rp.files[0].decimate",
-        "sources.rp.files[0].delimiter", "sources.rp.files[1]",
+        "sources.rp.speedup",
+        "sources.rp.chunk_samples",
+        "sources.rp.bogus",
+        "sources.rp.files[0].path",
+        "sources.rp.files[0].stream",
+        "sources.rp.files[0].decimate",
+        "sources.rp.files[0].delimiter",
+        "sources.rp.files[1]",
     }
     assert "is required" in ReplaySource.validate_options({}, "sources.rp")[0].reason
 
@@ -297,7 +308,9 @@ def test_validate_options_structure() -> None:
 async def test_single_file_form(tmp_path: Path) -> None:
     p = tmp_path / "v.csv"
     p.write_text("acc\n1\n2\n3\n")
-    text = ASSETS + f"""
+    text = (
+        ASSETS
+        + f"""
 [sources.rp]
 kind = "replay"
 speedup = 0
@@ -305,6 +318,7 @@ path = "{p}"
 stream = "m1/vib"
 column = "acc"
 """
+    )
     cfg = load_config_text(text)
     chunks, _ = await collect(ReplaySource("rp", cfg.sources["rp"].options, cfg))
     assert np.concatenate([c.values for c in chunks]).tolist() == [1, 2, 3]
@@ -321,10 +335,14 @@ async def test_file_that_breaks_after_start_up_is_a_connector_error(tmp_path: Pa
 
 async def test_short_segment_cannot_be_decimated(tmp_path: Path) -> None:
     p = tmp_path / "s.csv"
-    p.write_text("t,v\n" + "".join(f"{i / 4000:.6f},{i}\n" for i in range(20))
-                 + "".join(f"{(1000 + i) / 4000:.6f},{i}\n" for i in range(400)))
-    chunks, rejected = await collect(make([{"path": str(p), "stream": "m1/vib", "column": "v",
-                                            "time_column": "t", "decimate": 4}]))
+    p.write_text(
+        "t,v\n"
+        + "".join(f"{i / 4000:.6f},{i}\n" for i in range(20))
+        + "".join(f"{(1000 + i) / 4000:.6f},{i}\n" for i in range(400))
+    )
+    chunks, rejected = await collect(
+        make([{"path": str(p), "stream": "m1/vib", "column": "v", "time_column": "t", "decimate": 4}])
+    )
     assert [r.reason for r in rejected] == ["short_segment"]
     assert sum(c.values.size for c in chunks) == 100
 
@@ -337,7 +355,8 @@ async def test_cwru_normal_file_decimated_to_12k(tmp_path: Path) -> None:
     f = DATA / "cwru" / "normal_97_48k.mat"
     if not f.exists():
         pytest.skip(f"CWRU data not present at {f}")
-    text = """
+    text = (
+        """
 [assets.b]
 [assets.b.machine]
 shaft_rpm = 1797
@@ -345,7 +364,8 @@ shaft_rpm = 1797
 kind = "vibration"
 rate_hz = 12000
 window_samples = 2048
-""" + f"""
+"""
+        + f"""
 [sources.rp]
 kind = "replay"
 speedup = "max"
@@ -356,6 +376,7 @@ stream = "b/vib"
 variable = "DE_time"
 decimate = 4
 """
+    )
     cfg = load_config_text(text)
     chunks, rejected = await collect(ReplaySource("rp", cfg.sources["rp"].options, cfg))
     n = sum(c.values.size for c in chunks)

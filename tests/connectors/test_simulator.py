@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scipy import signal
+
 from machinewatch.connectors.base import Rejected
 from machinewatch.connectors.sources import physics as ph
 from machinewatch.connectors.sources.pacing import Pacer
@@ -16,7 +18,6 @@ from machinewatch.connectors.sources.simulator import SimulatorSource, schedule
 from machinewatch.engine.config import Config, load_config_text
 from machinewatch.engine.errors import ConfigError
 from machinewatch.engine.types import Chunk
-from scipy import signal
 
 SHAFT_HZ = 24.5  # 4 poles at 50 Hz: slip 0.02, so broken-bar sidebands sit at 48 and 52 Hz
 VIB_HZ = 25600.0
@@ -163,8 +164,7 @@ def test_chunks_are_continuous_in_seq_and_time(healthy: list[Chunk]) -> None:
 
 def test_chunks_come_in_time_order_across_streams(healthy: list[Chunk]) -> None:
     channels = {"m1/cur": 3}
-    ends = [c.t0_ns + c.values.size // channels.get(c.stream_id, 1) * 1e9 / c.rate_hz
-            for c in healthy]
+    ends = [c.t0_ns + c.values.size // channels.get(c.stream_id, 1) * 1e9 / c.rate_hz for c in healthy]
     assert all(b >= a - 1 for a, b in itertools.pairwise(ends))
 
 
@@ -233,15 +233,17 @@ async def test_shaft_faults_raise_their_running_speed_harmonic(
 async def test_looseness_raises_many_harmonics(healthy: list[Chunk]) -> None:
     sick = signal_of(await run(fault("looseness")), "m1/vib")
     ok = signal_of(healthy, "m1/vib")
-    up = [amplitude_at(sick, VIB_HZ, k * SHAFT_HZ, 0.01) > 3 * amplitude_at(ok, VIB_HZ, k * SHAFT_HZ, 0.01)
-          for k in range(3, 11)]
+    up = [
+        amplitude_at(sick, VIB_HZ, k * SHAFT_HZ, 0.01) > 3 * amplitude_at(ok, VIB_HZ, k * SHAFT_HZ, 0.01)
+        for k in range(3, 11)
+    ]
     assert all(up)
 
 
 async def test_fault_severity_ramps_in_after_start() -> None:
     sick = signal_of(await run(fault("imbalance", start_s=1.0, ramp_s=2.0), duration=3.0), "m1/vib")
     n = int(VIB_HZ)
-    before, mid, end = sick[:n], sick[int(1.9 * n):int(2.4 * n)], sick[int(2.5 * n):]
+    before, mid, end = sick[:n], sick[int(1.9 * n) : int(2.4 * n)], sick[int(2.5 * n) :]
     a = [amplitude_at(x, VIB_HZ, SHAFT_HZ, 0.02) for x in (before, mid, end)]
     assert a[0] < 0.1 and a[0] * 2 < a[1] < a[2]
 
@@ -257,7 +259,8 @@ async def test_broken_rotor_bar_puts_sidebands_at_line_times_one_plus_minus_2s(
         assert amplitude_at(sick, CUR_HZ, f, 0.003) > 10 * amplitude_at(ok, CUR_HZ, f, 0.003)
     # the fundamental is unchanged
     assert amplitude_at(sick, CUR_HZ, 50.0, 0.003) == pytest.approx(
-        amplitude_at(ok, CUR_HZ, 50.0, 0.003), rel=0.05)
+        amplitude_at(ok, CUR_HZ, 50.0, 0.003), rel=0.05
+    )
 
 
 async def test_phase_imbalance_lowers_one_phase(healthy: list[Chunk]) -> None:
@@ -272,8 +275,7 @@ async def test_phase_imbalance_lowers_one_phase(healthy: list[Chunk]) -> None:
 
 async def test_overheating_ramps_temperature_up() -> None:
     ok = signal_of(await run(duration=60.0), "m1/temp")
-    sick = signal_of(await run(fault("overheating", start_s=10.0, ramp_s=40.0), duration=60.0),
-                     "m1/temp")
+    sick = signal_of(await run(fault("overheating", start_s=10.0, ramp_s=40.0), duration=60.0), "m1/temp")
     assert np.allclose(sick[:20], ok[:20])  # nothing before the start
     assert sick[-10:].mean() - ok[-10:].mean() == pytest.approx(30.0, abs=1.0)
     assert np.all(np.diff(sick[30:100] - ok[30:100]) > 0)  # still rising in the ramp
@@ -367,8 +369,13 @@ async def test_simulator_keeps_pace_with_speedup() -> None:
     # generation takes no fake time, so the waits add up to the simulated span / speedup
     assert sum(sleeps) == pytest.approx(4.0 / 20.0, abs=1e-9)
     assert all(s > 0 for s in sleeps)
-    last_end = max(c.t0_ns + (c.values.size // (3 if c.stream_id == "m1/cur" else 1)) * 1e9 / c.rate_hz
-                   for c in chunks) - 1e9
+    last_end = (
+        max(
+            c.t0_ns + (c.values.size // (3 if c.stream_id == "m1/cur" else 1)) * 1e9 / c.rate_hz
+            for c in chunks
+        )
+        - 1e9
+    )
     assert clock[0] == pytest.approx(last_end / 1e9 / 20.0, abs=1e-6)
 
 
@@ -466,7 +473,9 @@ kind = "broken_rotor_bar"
 
 
 def test_asset_subset_and_default_machine_speed() -> None:
-    cfg_text = ASSET + """
+    cfg_text = (
+        ASSET
+        + """
 [assets.fan]
 [assets.fan.machine]
 speed_stream = "spd"
@@ -479,7 +488,9 @@ window_samples = 1024
 [assets.fan.streams.spd]
 kind = "speed"
 rate_hz = 5
-""" + sim_text('assets = ["fan"]', duration=1.0)
+"""
+        + sim_text('assets = ["fan"]', duration=1.0)
+    )
     cfg = load_config_text(cfg_text)
     src = SimulatorSource("sim", cfg.sources["sim"].options, cfg)
     assert {a.name for a, _ in src.streams} == {"fan"}
@@ -496,8 +507,9 @@ rate_hz = 5
 def test_shaft_cycles_integrates_shaft_speed() -> None:
     prof = ph.speed_profile(25.0, 0.002, np.random.default_rng(1))
     t = np.linspace(0.0, 20.0, 200_001)
-    numeric = np.concatenate([[0.0], np.cumsum((ph.shaft_speed(t[1:], prof) + ph.shaft_speed(t[:-1], prof))
-                                               / 2 * np.diff(t))])
+    numeric = np.concatenate(
+        [[0.0], np.cumsum((ph.shaft_speed(t[1:], prof) + ph.shaft_speed(t[:-1], prof)) / 2 * np.diff(t))]
+    )
     assert np.allclose(ph.shaft_cycles(t, prof), numeric, atol=1e-6)
     speed = ph.shaft_speed(t, prof)
     assert 0.0005 < np.std(speed / 25.0) < 0.004

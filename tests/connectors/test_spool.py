@@ -22,14 +22,25 @@ T0 = 1_700_000_000_000_000_000
 
 
 def summ(i: int, asset: str = "pump1") -> Summary:
-    return Summary("s1", asset, T0 + i * 10**10, 10.0, "NORMAL", {"score_max": float(i), "nan": math.nan},
-                   {"vib": {"rms_mean": i / 10, "windows": 3.0}})
+    return Summary(
+        "s1",
+        asset,
+        T0 + i * 10**10,
+        10.0,
+        "NORMAL",
+        {"score_max": float(i), "nan": math.nan},
+        {"vib": {"rms_mean": i / 10, "windows": 3.0}},
+    )
 
 
 def test_records_round_trip_exactly() -> None:
-    recs = [summ(3), AlarmEvent("s1", "p", T0, "NORMAL", "ALARM", "why", score=2.0, threshold=1.0,
-                       top_features=("vib.rms", "x")),
-            HealthSample("s1", T0, {"spool_bytes": 1.0})]
+    recs = [
+        summ(3),
+        AlarmEvent(
+            "s1", "p", T0, "NORMAL", "ALARM", "why", score=2.0, threshold=1.0, top_features=("vib.rms", "x")
+        ),
+        HealthSample("s1", T0, {"spool_bytes": 1.0}),
+    ]
     for r in recs:
         back = decode_record(*encode_record(r))
         assert type(back) is type(r)

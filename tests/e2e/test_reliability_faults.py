@@ -298,7 +298,9 @@ async def test_bad_sensor_raises_quality_alarm_not_machine_alarm(
     text = text.replace("window_samples = 4096\n", "window_samples = 4096\nclip_level = 0.5\n", 1)
     if safe_on_quality:  # bad data sends the relay to its safe state (here: energised)
         text = text.replace("[alarm]\n", "[alarm]\nsafe_state_on_quality = true\n", 1)
-        text = text.replace('[actuators.relay]\nkind = "mqtt"\n', '[actuators.relay]\nkind = "mqtt"\nsafe_state = true\n', 1)
+        text = text.replace(
+            '[actuators.relay]\nkind = "mqtt"\n', '[actuators.relay]\nkind = "mqtt"\nsafe_state = true\n', 1
+        )
     cfg = write(tmp_path / "engine.toml", text)
     spec = {
         "dropout": "duration_s = 10.0",
@@ -334,7 +336,7 @@ async def test_bad_sensor_raises_quality_alarm_not_machine_alarm(
         cmds = w.commands("p1")
         to_safe = [i for i, m in enumerate(cmds) if m.get("energised") and m.get("to") == "FLATLINE"]
         assert to_safe, cmds  # the quality alarm took the output to its safe state ...
-        assert any(not m.get("energised") and m.get("to") == "OK" for m in cmds[to_safe[0]:]), cmds
+        assert any(not m.get("energised") and m.get("to") == "OK" for m in cmds[to_safe[0] :]), cmds
         assert not w.energised("p2")  # ... and only for the asset whose data went bad
         print(f"\nsensor {fault} on p1/vib with safe_state_on_quality: {qual}; commands {len(cmds)}")
         return

@@ -66,7 +66,9 @@ def test_bearing_orders_match_cwru_published_values() -> None:
 
 def test_every_problem_is_listed_with_its_path() -> None:
     bad = GOOD.replace("rate_hz = 12000", "rate_hz = -5").replace('kind = "temperature"', 'kind = "temp"')
-    bad = bad.replace("balls = 9", "balls = 1").replace('site = "plant1"', 'site = "plant1"\nsumary_interval_s = 3')
+    bad = bad.replace("balls = 9", "balls = 1").replace(
+        'site = "plant1"', 'site = "plant1"\nsumary_interval_s = 3'
+    )
     with pytest.raises(ConfigError) as ei:
         load_config_text(bad)
     p = paths(ei.value)

@@ -14,8 +14,9 @@ from machinewatch.engine.features.vibration import HAVE_NUMBA_FFT, VibrationExtr
 @pytest.mark.parametrize("bearing", [None, BearingGeometry(9, 0.3126, 1.537)])
 def test_fused_equals_scipy_path(dtype: type, bearing: BearingGeometry | None) -> None:
     rng = np.random.default_rng(3)
-    ex = VibrationExtractor(StreamConfig("v", "vibration", 25600.0, 4096, 4096),
-                            MachineConfig(shaft_hz=29.95, bearing=bearing))
+    ex = VibrationExtractor(
+        StreamConfig("v", "vibration", 25600.0, 4096, 4096), MachineConfig(shaft_hz=29.95, bearing=bearing)
+    )
     ex.chunk = 8  # several sub-batches, the last one short
     x = rng.standard_normal((19, 4096)).astype(dtype)
     x[4, 100] = np.nan  # a broken window stays broken
