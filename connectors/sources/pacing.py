@@ -12,13 +12,15 @@ its clock and sleep are injectable so tests check the pacing without waiting.
 
 from __future__ import annotations
 
-__all__ = ["Pacer", "check_speedup", "parse_speedup"]
+__all__ = ["Pacer", "check_pacing_options", "check_speedup", "pacing_options", "parse_speedup"]
 
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+
+from machinewatch.engine.config import _Checker
 
 
 def check_speedup(value: Any) -> str | None:
@@ -39,6 +41,34 @@ def parse_speedup(value: Any) -> float | None:
     if value == "max" or value == 0:
         return None
     return float(value)
+
+
+def _chunk_samples(v: int) -> str | None:
+    return None if 1 <= v <= 1 << 20 else "must be 1-1048576"
+
+
+def _non_negative(v: int) -> str | None:
+    return None if v >= 0 else "must be >= 0"
+
+
+def check_pacing_options(c: _Checker, options: Mapping[str, Any], path: str) -> None:
+    """Record in ``c`` the problems with the options both built-in sources share.
+
+    Those are ``speedup`` (see :func:`check_speedup`), ``chunk_samples`` (1 to 2^20, default
+    1024) and ``start_ns`` (>= 0, default the wall clock at start).
+    """
+    if "speedup" in options:
+        reason = check_speedup(options["speedup"])
+        if reason:
+            c.bad(f"{path}.speedup", reason)
+    c.get(options, "chunk_samples", path, int, 1024, check=_chunk_samples)
+    c.get(options, "start_ns", path, int, None, check=_non_negative)
+
+
+def pacing_options(options: Mapping[str, Any]) -> tuple[float | None, int, int | None]:
+    """``(speedup, chunk_samples, start_ns)`` of a checked option table (see :func:`parse_speedup`)."""
+    start_ns = int(options["start_ns"]) if "start_ns" in options else None
+    return parse_speedup(options.get("speedup", 1.0)), int(options.get("chunk_samples", 1024)), start_ns
 
 
 class Pacer:

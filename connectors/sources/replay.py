@@ -74,7 +74,7 @@ import numpy as np
 import numpy.typing as npt
 
 from machinewatch.connectors.base import Rejected, Source
-from machinewatch.connectors.sources.pacing import Pacer, check_speedup, parse_speedup
+from machinewatch.connectors.sources.pacing import Pacer, check_pacing_options, pacing_options
 from machinewatch.engine.config import Config, _Checker
 from machinewatch.engine.errors import ConfigError, ConfigProblem, ConnectorError
 from machinewatch.engine.types import Chunk
@@ -531,9 +531,7 @@ class ReplaySource(Source):
         problems = self.validate_options(options, path)
         if problems:
             raise ConfigError(problems)
-        self.speedup = parse_speedup(options.get("speedup", 1.0))
-        self.chunk_samples = int(options.get("chunk_samples", 1024))
-        self.start_ns: int | None = int(options["start_ns"]) if "start_ns" in options else None
+        self.speedup, self.chunk_samples, self.start_ns = pacing_options(options)
         base = config.path.parent if config.path is not None else Path.cwd()
         self.files: list[FileSpec] = []
         for key_path, t in _file_tables(options, path):
@@ -551,19 +549,7 @@ class ReplaySource(Source):
         """Every problem with the option table, by key path (no config, no file access)."""
         c = _Checker()
         c.unknown(options, _SOURCE_KEYS, path)
-        if "speedup" in options:
-            reason = check_speedup(options["speedup"])
-            if reason:
-                c.bad(f"{path}.speedup", reason)
-        c.get(
-            options,
-            "chunk_samples",
-            path,
-            int,
-            1024,
-            check=lambda v: None if 1 <= v <= 1 << 20 else "must be 1-1048576",
-        )
-        c.get(options, "start_ns", path, int, None, check=lambda v: None if v >= 0 else "must be >= 0")
+        check_pacing_options(c, options, path)
         files = c.get(options, "files", path, list, None)
         if files is not None:
             if "path" in options:

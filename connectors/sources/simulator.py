@@ -80,7 +80,7 @@ import numpy.typing as npt
 
 from machinewatch.connectors.base import Rejected, Source
 from machinewatch.connectors.sources import physics as ph
-from machinewatch.connectors.sources.pacing import Pacer, check_speedup, parse_speedup
+from machinewatch.connectors.sources.pacing import Pacer, check_pacing_options, pacing_options
 from machinewatch.engine.config import AssetConfig, Config, StreamConfig, _Checker
 from machinewatch.engine.errors import ConfigError, ConfigProblem
 from machinewatch.engine.types import Chunk
@@ -517,12 +517,10 @@ class SimulatorSource(Source):
             raise ConfigError(problems)
         opts = self.options
         self.seed = int(opts.get("seed", 0))
-        self.speedup = parse_speedup(opts.get("speedup", 1.0))
+        self.speedup, self.chunk_samples, self.start_ns = pacing_options(opts)
         self.duration_s: float | None = (
             float(opts["duration_s"]) if opts.get("duration_s") is not None else None
         )
-        self.chunk_samples = int(opts.get("chunk_samples", 1024))
-        self.start_ns: int | None = int(opts["start_ns"]) if "start_ns" in opts else None
         self.asset_names: list[str] = list(opts.get("assets") or config.assets)
         self.faults = _fault_specs(opts)
         self._clock = clock
@@ -537,20 +535,8 @@ class SimulatorSource(Source):
         c = _Checker()
         c.unknown(options, _OPTION_KEYS, path)
         c.get(options, "seed", path, int, 0, check=_non_negative)
-        if "speedup" in options:
-            reason = check_speedup(options["speedup"])
-            if reason:
-                c.bad(f"{path}.speedup", reason)
         c.get(options, "duration_s", path, float, None, check=_positive)
-        c.get(
-            options,
-            "chunk_samples",
-            path,
-            int,
-            1024,
-            check=lambda v: None if 1 <= v <= 1 << 20 else "must be 1-1048576",
-        )
-        c.get(options, "start_ns", path, int, None, check=_non_negative)
+        check_pacing_options(c, options, path)
         assets = c.get(options, "assets", path, list, None)
         for i, a in enumerate(assets or []):
             if not isinstance(a, str):
