@@ -8,10 +8,11 @@ import warnings
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPRegressor
 
-from machinewatch.models.base import F64, AnomalyModel, robust_scale
+from machinewatch.models.base import F32, F64, AnomalyModel, QuantizedModel, robust_scale
 from machinewatch.models.kernels import qlinear, quantize_columns
 
 #: standardised inputs are clipped here for training only, so one outlier does not dominate
@@ -95,7 +96,7 @@ class AutoencoderModel(AnomalyModel):
         return np.asarray(self._errors(x).mean(axis=1), dtype=np.float64)
 
     def _contributions(self, x: F64) -> F64:
-        return self._errors(x) / x.shape[1]
+        return np.asarray(self._errors(x) / x.shape[1], dtype=np.float64)
 
     def quantize(self) -> QuantizedAutoencoder:
         """int8 form: each layer's weights int8 per output channel, biases and tanh in float."""
@@ -116,17 +117,19 @@ class AutoencoderModel(AnomalyModel):
         return q
 
 
-class QuantizedAutoencoder(AnomalyModel):
+class QuantizedAutoencoder(QuantizedModel):
     """int8 autoencoder: int8 x int8 -> int32 per layer, activations re-quantised per row."""
 
     kind = "autoencoder"
-    quantized = True
     array_names = ("center", "scale", "ref", "sizes", "wq", "ws", "b")
-
-    def _fit(self, x: F64) -> None:
-        m = AutoencoderModel(**self.params).fit(x).quantize()
-        for n in self.array_names:
-            setattr(self, n + "_", getattr(m, n + "_"))
+    float_class = AutoencoderModel
+    center_: F32
+    scale_: F32
+    ref_: F64
+    sizes_: npt.NDArray[np.int32]
+    wq_: npt.NDArray[np.int8]
+    ws_: F32
+    b_: F32
 
     def _layers(self) -> list[tuple[np.ndarray, F64, F64]]:
         out, aw, ab = [], 0, 0
@@ -154,7 +157,7 @@ class QuantizedAutoencoder(AnomalyModel):
         return np.asarray(self._errors(x).mean(axis=1), dtype=np.float64)
 
     def _contributions(self, x: F64) -> F64:
-        return self._errors(x) / x.shape[1]
+        return np.asarray(self._errors(x) / x.shape[1], dtype=np.float64)
 
 
 AutoencoderModel.quantized_class = QuantizedAutoencoder

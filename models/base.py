@@ -9,7 +9,7 @@ separate from scoring (:mod:`machinewatch.models.threshold`).
 
 from __future__ import annotations
 
-__all__ = ["AnomalyModel", "as_matrix", "robust_scale"]
+__all__ = ["AnomalyModel", "QuantizedModel", "as_matrix", "robust_scale"]
 
 from abc import ABC, abstractmethod
 from fnmatch import fnmatchcase
@@ -21,6 +21,7 @@ import numpy.typing as npt
 from machinewatch.engine.errors import ModelError, NotFittedError
 
 F64 = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
 
 
 def as_matrix(x: npt.ArrayLike, n_features: int | None = None) -> F64:
@@ -163,3 +164,33 @@ class AnomalyModel(ABC):
 
     @abstractmethod
     def _contributions(self, x: F64) -> F64: ...
+
+
+class QuantizedModel(AnomalyModel):
+    """Base of the int8 models: fitting fits the float model ``float_class`` and quantises it.
+
+    The learned arrays are copied from the quantised float model, so an int8 model fitted
+    directly equals ``float_class(**params).fit(x).quantize()``.
+    """
+
+    quantized: ClassVar[bool] = True
+    #: the float model this int8 form is made from
+    float_class: ClassVar[type[AnomalyModel]]
+
+    def _fit(self, x: F64) -> None:
+        m = self.float_class(**self.params).fit(x).quantize()
+        for n in self.array_names:
+            setattr(self, n + "_", getattr(m, n + "_"))
+
+    def _row_input(self, x: F64, contrib: F64, f: int) -> F64:
+        """``x`` as the contiguous float64 row an int8 row kernel takes (``upper`` applied).
+
+        Raises :class:`~machinewatch.engine.errors.ModelError` unless ``x`` and ``contrib``
+        both have shape ``(f,)``.
+        """
+        a = np.ascontiguousarray(x, dtype=np.float64)
+        if self.params.get("upper") and a.shape == contrib.shape == (len(self.feature_names_),):
+            a = np.ascontiguousarray(self._one_sided(a[None, :])[0])
+        if a.shape != (f,) or contrib.shape != (f,):
+            raise ModelError(f"expected one row of {f} features, got shape {a.shape}")
+        return a

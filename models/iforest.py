@@ -7,9 +7,10 @@ __all__ = ["IsolationForestModel", "QuantizedIsolationForest"]
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from sklearn.ensemble import IsolationForest
 
-from machinewatch.models.base import F64, AnomalyModel, robust_scale
+from machinewatch.models.base import F32, F64, AnomalyModel, QuantizedModel, robust_scale
 from machinewatch.models.kernels import QMAX, iforest_depths
 
 #: leaf path lengths are stored in int8 form as uint8 multiples of this
@@ -130,17 +131,22 @@ class IsolationForestModel(AnomalyModel):
         return q
 
 
-class QuantizedIsolationForest(AnomalyModel):
+class QuantizedIsolationForest(QuantizedModel):
     """int8 isolation forest: int8 inputs compared with int8 thresholds, uint8 leaf depths."""
 
     kind = "iforest"
-    quantized = True
     array_names = IsolationForestModel.array_names
-
-    def _fit(self, x: F64) -> None:
-        m = IsolationForestModel(**self.params).fit(x).quantize()
-        for n in self.array_names:
-            setattr(self, n + "_", getattr(m, n + "_"))
+    float_class = IsolationForestModel
+    center_: F32
+    scale_: F32
+    norm_: F64
+    qscale_: F32
+    roots_: npt.NDArray[np.int32]
+    feature_: npt.NDArray[np.integer[Any]]
+    threshold_: npt.NDArray[np.int8]
+    left_: npt.NDArray[np.int16]
+    right_: npt.NDArray[np.int16]
+    value_: npt.NDArray[np.uint8]
 
     def _walk(self, x: F64) -> tuple[F64, F64]:
         z = (x - self.center_) / self.scale_

@@ -7,10 +7,10 @@ __all__ = ["MahalanobisModel", "QuantizedMahalanobis"]
 from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 from sklearn.covariance import LedoitWolf
 
-from machinewatch.engine.errors import ModelError
-from machinewatch.models.base import F64, AnomalyModel, robust_scale
+from machinewatch.models.base import F32, F64, AnomalyModel, QuantizedModel, robust_scale
 from machinewatch.models.kernels import RowScratch, qlinear, qmahalanobis_row, quantize_columns
 
 
@@ -56,7 +56,7 @@ class MahalanobisModel(AnomalyModel):
         return q
 
 
-class QuantizedMahalanobis(AnomalyModel):
+class QuantizedMahalanobis(QuantizedModel):
     """int8 Mahalanobis: ``y = z L`` in int8/int32, ``d^2 = sum y^2``; contributions ``z (y L^T)``.
 
     ``L^T`` reuses ``L``'s int8 matrix transposed: its per-column scales become per-input
@@ -64,13 +64,12 @@ class QuantizedMahalanobis(AnomalyModel):
     """
 
     kind = "mahalanobis"
-    quantized = True
     array_names: ClassVar[tuple[str, ...]] = ("center", "scale", "w1", "w1s")
-
-    def _fit(self, x: F64) -> None:
-        m = MahalanobisModel(**self.params).fit(x).quantize()
-        for n in self.array_names:
-            setattr(self, n + "_", getattr(m, n + "_"))
+    float_class = MahalanobisModel
+    center_: F32
+    scale_: F32
+    w1_: npt.NDArray[np.int8]
+    w1s_: F32
 
     def _y(self, x: F64) -> tuple[F64, F64]:
         z = (x - self.center_) / self.scale_
@@ -96,11 +95,7 @@ class QuantizedMahalanobis(AnomalyModel):
                 f,
             )
             self._row = st
-        a = np.ascontiguousarray(x, dtype=np.float64)
-        if self.params.get("upper") and a.shape == contrib.shape == (len(self.feature_names_),):
-            a = np.ascontiguousarray(self._one_sided(a[None, :])[0])
-        if a.shape != (st[6],) or contrib.shape != (st[6],):
-            raise ModelError(f"expected one row of {st[6]} features, got shape {a.shape}")
+        a = self._row_input(x, contrib, st[6])
         return qmahalanobis_row(a, st[1], st[2], st[3], st[4], st[5], contrib)
 
     def _contributions(self, x: F64) -> F64:

@@ -7,9 +7,9 @@ __all__ = ["PCAModel", "QuantizedPCA"]
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from machinewatch.engine.errors import ModelError
-from machinewatch.models.base import F64, AnomalyModel, robust_scale
+from machinewatch.models.base import F32, F64, AnomalyModel, QuantizedModel, robust_scale
 from machinewatch.models.kernels import RowScratch, qlinear, qpca_row, quantize_columns
 
 
@@ -93,7 +93,7 @@ class PCAModel(AnomalyModel):
         return q
 
 
-class QuantizedPCA(AnomalyModel):
+class QuantizedPCA(QuantizedModel):
     """int8 PCA: the same score as :class:`PCAModel`, every matrix product int8 x int8 -> int32.
 
     Two int8 matrices: the whitening loadings ``A`` (also used transposed for the T-squared
@@ -101,13 +101,15 @@ class QuantizedPCA(AnomalyModel):
     """
 
     kind = "pca"
-    quantized = True
     array_names = ("center", "scale", "spe_ref", "w1", "w1s", "wr", "wrs")
-
-    def _fit(self, x: F64) -> None:
-        m = PCAModel(**self.params).fit(x).quantize()
-        for n in self.array_names:
-            setattr(self, n + "_", getattr(m, n + "_"))
+    float_class = PCAModel
+    center_: F32
+    scale_: F32
+    spe_ref_: F64
+    w1_: npt.NDArray[np.int8]
+    w1s_: F32
+    wr_: npt.NDArray[np.int8]
+    wrs_: F32
 
     def _parts(self, x: F64) -> tuple[F64, F64, F64]:
         z = (x - self.center_) / self.scale_
@@ -143,11 +145,7 @@ class QuantizedPCA(AnomalyModel):
                 f,
             )
             self._row = st
-        a = np.ascontiguousarray(x, dtype=np.float64)
-        if self.params.get("upper") and a.shape == contrib.shape == (len(self.feature_names_),):
-            a = np.ascontiguousarray(self._one_sided(a[None, :])[0])
-        if a.shape != (st[9],) or contrib.shape != (st[9],):
-            raise ModelError(f"expected one row of {st[9]} features, got shape {a.shape}")
+        a = self._row_input(x, contrib, st[9])
         return qpca_row(a, st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], contrib)
 
     def _contributions(self, x: F64) -> F64:

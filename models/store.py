@@ -75,7 +75,8 @@ def save_model(path: str | os.PathLike[str], model: AnomalyModel, threshold: flo
     """
     arrays = model.get_arrays()
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    # model arrays are numeric: no pickled objects in a model file (and the name cannot clash)
+    np.savez(buf, allow_pickle=False, **arrays)
     data = buf.getvalue()
     npz, man = _paths(path)
     npz.parent.mkdir(parents=True, exist_ok=True)
