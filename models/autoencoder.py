@@ -9,8 +9,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.neural_network import MLPRegressor
 
 from machinewatch.models.base import F32, F64, AnomalyModel, QuantizedModel, robust_scale
 from machinewatch.models.kernels import qlinear, quantize_columns
@@ -52,6 +50,9 @@ class AutoencoderModel(AnomalyModel):
         f = x.shape[1]
         b = self.bottleneck or max(2, f // 3)
         h = max(b + 1, (f + b) // 2 + 1)
+        from sklearn.exceptions import ConvergenceWarning  # only when fitting (start-up time)
+        from sklearn.neural_network import MLPRegressor
+
         mlp = MLPRegressor(
             hidden_layer_sizes=(h, b, h),
             activation="tanh",

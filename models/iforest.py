@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.ensemble import IsolationForest
 
 from machinewatch.models.base import F32, F64, AnomalyModel, QuantizedModel, robust_scale
 from machinewatch.models.kernels import QMAX, iforest_depths
@@ -64,6 +63,8 @@ class IsolationForestModel(AnomalyModel):
         self.center_, self.scale_ = robust_scale(x)
         z = (x - self.center_) / self.scale_
         psi = min(self.max_samples, len(z))
+        from sklearn.ensemble import IsolationForest  # only when fitting (start-up time)
+
         forest = IsolationForest(n_estimators=self.n_estimators, max_samples=psi, random_state=self.seed).fit(
             z
         )

@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.covariance import LedoitWolf
 
 from machinewatch.models.base import F32, F64, AnomalyModel, QuantizedModel, robust_scale
 from machinewatch.models.kernels import RowScratch, qlinear, qmahalanobis_row, quantize_columns
@@ -29,6 +28,8 @@ class MahalanobisModel(AnomalyModel):
     def _fit(self, x: F64) -> None:
         self.center_, self.scale_ = robust_scale(x)
         z = (x - self.center_) / self.scale_
+        from sklearn.covariance import LedoitWolf  # only when fitting: sklearn costs ~1.4 s of start-up
+
         self.precision_ = LedoitWolf().fit(z).get_precision()
 
     def _z(self, x: F64) -> F64:
