@@ -321,7 +321,7 @@ def _parse_engine(c: _Checker, raw: Mapping[str, Any], base: Path) -> EngineConf
     t = c.table(raw, "engine", "")
     p = "engine"
     d = EngineConfig()
-    c.unknown(t, set(EngineConfig.__slots__), p)  # type: ignore[attr-defined]
+    c.unknown(t, set(EngineConfig.__slots__), p)
     state = c.get(t, "state_dir", p, str, str(d.state_dir))
     sd = Path(state or str(d.state_dir))
     if not sd.is_absolute():
@@ -414,7 +414,7 @@ def _parse_machine(
 
 
 def _parse_stream(c: _Checker, name: str, t: Mapping[str, Any], p: str) -> StreamConfig | None:
-    c.unknown(t, set(StreamConfig.__slots__) - {"name"}, p)  # type: ignore[attr-defined]
+    c.unknown(t, set(StreamConfig.__slots__) - {"name"}, p)
     kind = c.get(t, "kind", p, str, None, required=True, check=_in(STREAM_KINDS))
     rate = c.get(t, "rate_hz", p, float, None, required=True, check=_positive)
     default_win = 1 if kind in ("speed", "scalar") else None
@@ -523,7 +523,7 @@ def _parse_patterns(
 
 
 def _parse_alarm(c: _Checker, t: Mapping[str, Any], p: str, dflt: AlarmConfig) -> AlarmConfig:
-    c.unknown(t, set(AlarmConfig.__slots__), p)  # type: ignore[attr-defined]
+    c.unknown(t, set(AlarmConfig.__slots__), p)
     acts = c.get(t, "actuators", p, list, list(dflt.actuators)) or []
     for i, a in enumerate(acts):
         if not isinstance(a, str):

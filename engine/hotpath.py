@@ -230,7 +230,7 @@ class HotPath:
         """Buffer counters summed over streams."""
         total: Counter[str] = Counter()
         for b in self.buffers.values():
-            for k in b.counters.__slots__:  # type: ignore[attr-defined]
+            for k in b.counters.__slots__:
                 total[k] += getattr(b.counters, k)
         return dict(total)
 

@@ -97,7 +97,7 @@ class Engine:
         self._sink_wake: dict[str, asyncio.Event] = {}
         self._act_q: asyncio.Queue[tuple[str, bool, AlarmEvent | None] | object] = asyncio.Queue(1024)
         # while the actuator task runs, commands start straight from _dispatch (see _actuate_now)
-        self._actuators: dict[str, Actuator] | None = None
+        self._actuators: dict[str, PolicedActuator] | None = None
         self._act_last: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._act_inflight = 0
         self.last_chunk_wall: dict[str, float] = {}
@@ -428,7 +428,12 @@ class Engine:
             self.counters[f"sink_written_{sink.name}"] += len(batch)
 
     async def _actuate(
-        self, act: Actuator, name: str, on: bool, event: AlarmEvent | None, prev: asyncio.Task[None] | None
+        self,
+        act: PolicedActuator,
+        name: str,
+        on: bool,
+        event: AlarmEvent | None,
+        prev: asyncio.Task[None] | None,
     ) -> None:
         try:
             if prev is not None:
@@ -463,7 +468,7 @@ class Engine:
         self._act_inflight += 1
         last[key] = asyncio.create_task(self._actuate(act, name, on, event, last.get(key)))
 
-    async def _actuator_task(self, actuators: dict[str, Actuator]) -> None:
+    async def _actuator_task(self, actuators: dict[str, PolicedActuator]) -> None:
         self._actuators = actuators
         try:
             while True:

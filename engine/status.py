@@ -129,7 +129,7 @@ class EngineStatus:
         site: str,
         path: str,
         counters: Callable[[], Mapping[str, int]],
-        on_command: Callable[[dict[str, Any]], None],
+        on_command: Callable[[dict[str, Any]], object],
         heartbeat_s: float = 10.0,
         client_factory: Callable[..., Any] = aiomqtt.Client,
     ) -> None:

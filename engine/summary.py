@@ -122,12 +122,12 @@ class AssetSummariser:
         if np.isfinite(self._threshold):
             fields["threshold"] = self._threshold
         fields["state_code"] = float(STATE_CODES.get(state, -1))
-        streams = {}
-        for s, st in self._feats.items():
-            f = st.fields(self.names[s])
-            f.update({k: float(v) for k, v in self._stream_counts[s].items()})
+        streams: dict[str, dict[str, float]] = {}
+        for sid, st in self._feats.items():
+            f = st.fields(self.names[sid])
+            f.update({k: float(v) for k, v in self._stream_counts[sid].items()})
             if f:
-                streams[s] = f
+                streams[sid] = f
         out = Summary(
             self.site,
             self.asset,

@@ -235,10 +235,9 @@ def main(args: argparse.Namespace) -> int:
             f"window {s.window_samples:>6d} hop {s.hop_samples:>6d}: {100 * c.total_s:6.2f} % of a core "
             f"(loop {100 * c.loop_s:.2f} %, kernels {100 * c.worker_s:.2f} %)"
         )
-    print(
-        f"this configuration: {100 * float(cap['cpu_share_of_one_core']):.2f} % of one core, "  # type: ignore[arg-type]
-        f"{100 * float(cap['cpu_share_of_gateway']):.2f} % of the gateway"
-    )  # type: ignore[arg-type]
+    one_core, gateway = cap["cpu_share_of_one_core"], cap["cpu_share_of_gateway"]
+    assert isinstance(one_core, int | float) and isinstance(gateway, int | float)
+    print(f"this configuration: {100 * one_core:.2f} % of one core, {100 * gateway:.2f} % of the gateway")
     if cap["vibration_channels_per_core"] is None:
         print("no vibration stream configured: no channel capacity to report")
         return 0

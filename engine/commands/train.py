@@ -115,10 +115,12 @@ def main(args: argparse.Namespace) -> int:
         info = learned.info
         extra = ""
         if "agreement" in info:
+            agreement = info["agreement"]
+            assert isinstance(agreement, int | float)
             extra = (
                 f", int8 {info['int8_bytes']} B vs float {info['float_bytes']} B, "
-                f"float/int8 agreement {float(info['agreement']):.4f}"
-            )  # type: ignore[arg-type]
+                f"float/int8 agreement {agreement:.4f}"
+            )
         print(
             f"asset {name}: {m.kind}{' int8' if m.quantized else ''} fitted on {len(x)} vectors, "
             f"threshold {learned.threshold:.4g}{extra} -> {path}"
