@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = ["AutoencoderModel", "QuantizedAutoencoder"]
 
 import warnings
+from abc import abstractmethod
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,32 @@ from machinewatch.models.kernels import qlinear, quantize_columns
 _TRAIN_CLIP = 6.0
 
 
-class AutoencoderModel(AnomalyModel):
+class _ReconstructionScore(AnomalyModel):
+    """Score and contributions from squared reconstruction errors (float and int8 alike).
+
+    Errors ``(z - zhat)^2 / ref`` on standardised ``z``; the score is their mean over the
+    features, contribution ``i`` error ``i`` over the feature count (they sum to the score).
+    """
+
+    center_: npt.NDArray[np.floating[Any]]
+    scale_: npt.NDArray[np.floating[Any]]
+    ref_: F64
+
+    @abstractmethod
+    def _reconstruct(self, z: F64) -> F64: ...
+
+    def _errors(self, x: F64) -> F64:
+        z = np.asarray((x - self.center_) / self.scale_, dtype=np.float64)
+        return np.asarray((z - self._reconstruct(z)) ** 2 / self.ref_[0], dtype=np.float64)
+
+    def _score(self, x: F64) -> F64:
+        return np.asarray(self._errors(x).mean(axis=1), dtype=np.float64)
+
+    def _contributions(self, x: F64) -> F64:
+        return np.asarray(self._errors(x) / x.shape[1], dtype=np.float64)
+
+
+class AutoencoderModel(_ReconstructionScore):
     """A tanh bottleneck MLP ``f -> h -> b -> h -> f`` on standardised features.
 
     Score: mean squared reconstruction error over the features divided by its healthy mean
@@ -83,21 +109,14 @@ class AutoencoderModel(AnomalyModel):
             at += n_out
         return out
 
-    def _errors(self, x: F64) -> F64:
-        z = (x - self.center_) / self.scale_
+    def _reconstruct(self, z: F64) -> F64:
         a = z
         ls = self.layers()
         for i, (w, b) in enumerate(ls):
             a = a @ w + b
             if i < len(ls) - 1:
                 a = np.tanh(a)
-        return np.asarray((z - a) ** 2 / self.ref_[0], dtype=np.float64)
-
-    def _score(self, x: F64) -> F64:
-        return np.asarray(self._errors(x).mean(axis=1), dtype=np.float64)
-
-    def _contributions(self, x: F64) -> F64:
-        return np.asarray(self._errors(x) / x.shape[1], dtype=np.float64)
+        return a
 
     def quantize(self) -> QuantizedAutoencoder:
         """int8 form: each layer's weights int8 per output channel, biases and tanh in float."""
@@ -118,7 +137,7 @@ class AutoencoderModel(AnomalyModel):
         return q
 
 
-class QuantizedAutoencoder(QuantizedModel):
+class QuantizedAutoencoder(_ReconstructionScore, QuantizedModel):
     """int8 autoencoder: int8 x int8 -> int32 per layer, activations re-quantised per row."""
 
     kind = "autoencoder"
@@ -144,21 +163,14 @@ class QuantizedAutoencoder(QuantizedModel):
             ab += n_out
         return out
 
-    def _errors(self, x: F64) -> F64:
-        z = (x - self.center_) / self.scale_
+    def _reconstruct(self, z: F64) -> F64:
         a = z
         ls = self._layers()
         for i, (w, s, b) in enumerate(ls):
             a = qlinear(a, w, s, b)
             if i < len(ls) - 1:
                 a = np.tanh(a)
-        return np.asarray((z - a) ** 2 / self.ref_[0], dtype=np.float64)
-
-    def _score(self, x: F64) -> F64:
-        return np.asarray(self._errors(x).mean(axis=1), dtype=np.float64)
-
-    def _contributions(self, x: F64) -> F64:
-        return np.asarray(self._errors(x) / x.shape[1], dtype=np.float64)
+        return a
 
 
 AutoencoderModel.quantized_class = QuantizedAutoencoder

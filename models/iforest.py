@@ -26,6 +26,19 @@ def _avg_path(n: F64) -> F64:
     return out
 
 
+def _scores(depth: F64, norm: F64) -> F64:
+    """The anomaly score ``2 ** (-E[h] / c(psi))`` of mean path lengths ``depth``."""
+    return np.asarray(2.0 ** (-depth / norm[0]), dtype=np.float64)
+
+
+def _shares(depth: F64, counts: F64, norm: F64) -> F64:
+    """Each row's score split over the features by their share of the isolating splits."""
+    s = _scores(depth, norm)
+    return np.asarray(
+        s[:, None] * counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0), dtype=np.float64
+    )
+
+
 class IsolationForestModel(AnomalyModel):
     """scikit-learn ``IsolationForest`` on standardised features, its trees flattened.
 
@@ -105,14 +118,11 @@ class IsolationForestModel(AnomalyModel):
 
     def _score(self, x: F64) -> F64:
         depth, _ = self._walk(x)
-        return np.asarray(2.0 ** (-depth / self.norm_[0]), dtype=np.float64)
+        return _scores(depth, self.norm_)
 
     def _contributions(self, x: F64) -> F64:
         depth, counts = self._walk(x)
-        s = 2.0 ** (-depth / self.norm_[0])
-        return np.asarray(
-            s[:, None] * counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0), dtype=np.float64
-        )
+        return _shares(depth, counts, self.norm_)
 
     def quantize(self) -> QuantizedIsolationForest:
         """int8 form: inputs and thresholds on a per-feature int8 grid, compact node arrays."""
@@ -160,14 +170,11 @@ class QuantizedIsolationForest(QuantizedModel):
 
     def _score(self, x: F64) -> F64:
         depth, _ = self._walk(x)
-        return np.asarray(2.0 ** (-depth / self.norm_[0]), dtype=np.float64)
+        return _scores(depth, self.norm_)
 
     def _contributions(self, x: F64) -> F64:
         depth, counts = self._walk(x)
-        s = 2.0 ** (-depth / self.norm_[0])
-        return np.asarray(
-            s[:, None] * counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0), dtype=np.float64
-        )
+        return _shares(depth, counts, self.norm_)
 
 
 IsolationForestModel.quantized_class = QuantizedIsolationForest
