@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = ["AnomalyModel", "QuantizedModel", "as_matrix", "robust_scale"]
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from fnmatch import fnmatchcase
 from typing import Any, ClassVar, Self
 
@@ -19,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from machinewatch.engine.errors import ModelError, NotFittedError
+from machinewatch.models.kernels import RowScratch
 
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
@@ -181,6 +183,31 @@ class QuantizedModel(AnomalyModel):
         m = self.float_class(**self.params).fit(x).quantize()
         for n in self.array_names:
             setattr(self, n + "_", getattr(m, n + "_"))
+
+    def _row_state(self, extra: Callable[[], tuple[Any, ...]]) -> tuple[Any, ...]:
+        """The arrays an int8 row kernel takes, built once per fitted model and cached.
+
+        Returns ``(center, scale, w1 int8, w1 scales, *extra(), RowScratch, f)``; rebuilt when
+        the model's ``w1_`` changed (a refit or a load).
+        """
+        names = ("center_", "scale_", "w1_", "w1s_")  # the same in every int8 linear model
+        center, scale, w1, w1s = (getattr(self, n, None) for n in names)
+        st: tuple[Any, ...] | None = getattr(self, "_row", None)
+        if st is None or st[0] is not w1:
+            self._check_fitted()
+            f = len(self.feature_names_)
+            st = (
+                w1,
+                np.ascontiguousarray(center, dtype=np.float64),
+                np.ascontiguousarray(scale, dtype=np.float64),
+                np.ascontiguousarray(w1, dtype=np.int8),
+                np.ascontiguousarray(w1s, dtype=np.float64),
+                *extra(),
+                RowScratch(f, f),
+                f,
+            )
+            self._row = st
+        return st[1:]
 
     def _row_input(self, x: F64, contrib: F64, f: int) -> F64:
         """``x`` as the contiguous float64 row an int8 row kernel takes (``upper`` applied).

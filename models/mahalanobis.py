@@ -4,13 +4,13 @@ from __future__ import annotations
 
 __all__ = ["MahalanobisModel", "QuantizedMahalanobis"]
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
 from machinewatch.models.base import F32, F64, AnomalyModel, QuantizedModel, robust_scale
-from machinewatch.models.kernels import RowScratch, qlinear, qmahalanobis_row, quantize_columns
+from machinewatch.models.kernels import qlinear, qmahalanobis_row, quantize_columns
 
 
 class MahalanobisModel(AnomalyModel):
@@ -82,22 +82,8 @@ class QuantizedMahalanobis(QuantizedModel):
 
     def score_row(self, x: F64, contrib: F64) -> float:
         """One row in one int8 kernel call (see :meth:`AnomalyModel.score_row`)."""
-        st: Any = getattr(self, "_row", None)
-        if st is None or st[0] is not self.w1_:
-            self._check_fitted()
-            f = len(self.feature_names_)
-            st = (
-                self.w1_,
-                np.ascontiguousarray(self.center_, dtype=np.float64),
-                np.ascontiguousarray(self.scale_, dtype=np.float64),
-                np.ascontiguousarray(self.w1_, dtype=np.int8),
-                np.ascontiguousarray(self.w1s_, dtype=np.float64),
-                RowScratch(f, f),
-                f,
-            )
-            self._row = st
-        a = self._row_input(x, contrib, st[6])
-        return qmahalanobis_row(a, st[1], st[2], st[3], st[4], st[5], contrib)
+        center, scale, w1, w1s, scratch, f = self._row_state(tuple)
+        return qmahalanobis_row(self._row_input(x, contrib, f), center, scale, w1, w1s, scratch, contrib)
 
     def _contributions(self, x: F64) -> F64:
         z, y = self._y(x)

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from machinewatch.models.base import F32, F64, AnomalyModel, QuantizedModel, robust_scale
-from machinewatch.models.kernels import RowScratch, qlinear, qpca_row, quantize_columns
+from machinewatch.models.kernels import qlinear, qpca_row, quantize_columns
 
 
 def _n_components(eigvals: F64, variance: float) -> int:
@@ -128,25 +128,15 @@ class QuantizedPCA(QuantizedModel):
 
     def score_row(self, x: F64, contrib: F64) -> float:
         """One row in one int8 kernel call (see :meth:`AnomalyModel.score_row`)."""
-        st: Any = getattr(self, "_row", None)
-        if st is None or st[0] is not self.w1_:
-            self._check_fitted()
-            f = len(self.feature_names_)
-            st = (
-                self.w1_,
-                np.ascontiguousarray(self.center_, dtype=np.float64),
-                np.ascontiguousarray(self.scale_, dtype=np.float64),
-                np.ascontiguousarray(self.w1_, dtype=np.int8),
-                np.ascontiguousarray(self.w1s_, dtype=np.float64),
+        center, scale, w1, w1s, wr, wrs, spe, scratch, f = self._row_state(
+            lambda: (
                 np.ascontiguousarray(self.wr_, dtype=np.int8),
                 np.ascontiguousarray(self.wrs_, dtype=np.float64),
                 float(self.spe_ref_[0]),
-                RowScratch(f, f),
-                f,
             )
-            self._row = st
-        a = self._row_input(x, contrib, st[9])
-        return qpca_row(a, st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], contrib)
+        )
+        a = self._row_input(x, contrib, f)
+        return qpca_row(a, center, scale, w1, w1s, wr, wrs, spe, scratch, contrib)
 
     def _contributions(self, x: F64) -> F64:
         z, u, r = self._parts(x)
