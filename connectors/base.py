@@ -7,7 +7,7 @@ options and touches no network; ``__aenter__`` connects, ``__aexit__`` releases.
 
 from __future__ import annotations
 
-__all__ = ["Actuator", "Rejected", "Sink", "Source"]
+__all__ = ["Actuator", "Rejected", "Sink", "Source", "StreamDown"]
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +27,19 @@ class Rejected:
     """
 
     where: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDown:
+    """A source knows a stream has no valid data now: a failed poll, a bad OPC UA status, a
+    Sparkplug DEATH. The engine raises the stream's ``STALE`` data-quality alarm at once (with
+    ``reason`` and ``detail`` in its text), never stitches a window across it, and clears it with
+    the stream's next chunk. It never moves a machine alarm. ``stream_id`` is ``"<asset>/<stream>"``.
+    """
+
+    stream_id: str
     reason: str
     detail: str = ""
 
@@ -59,7 +72,7 @@ class _Connector:
 class Source(_Connector):
     """Sensors in: yields chunks (and rejected records) until the source ends or is cancelled."""
 
-    def chunks(self) -> AsyncIterator[Chunk | Rejected]:
+    def chunks(self) -> AsyncIterator[Chunk | Rejected | StreamDown]:
         """The stream of chunks; ends when the source has no more data (replay, timed runs)."""
         raise NotImplementedError
 

@@ -289,12 +289,12 @@ class QualityAlarm:
             return self._go("OK", "data resumed")
         return None
 
-    def stale(self, silent_s: float) -> Decision | None:
-        """No data for ``silent_s``: raise ``STALE`` (once)."""
+    def stale(self, silent_s: float, reason: str = "") -> Decision | None:
+        """No data for ``silent_s`` (or the source said why: ``reason``): raise ``STALE`` (once)."""
         if self.state == "STALE":
             return None
         self._bad = self._good = 0
-        return self._go("STALE", f"no data for {silent_s:.1f} s")
+        return self._go("STALE", reason or f"no data for {silent_s:.1f} s")
 
     def _go(self, to: str, reason: str) -> Decision:
         old, self.state = self.state, to

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from machinewatch.connectors.actuators.policy import PolicedActuator
-from machinewatch.connectors.base import Actuator, Rejected, Sink, Source
+from machinewatch.connectors.base import Actuator, Rejected, Sink, Source, StreamDown
 from machinewatch.engine.alarm import AlarmStore, QualityAlarm, atomic_write_json
 from machinewatch.engine.config import Config, PluginConfig
 from machinewatch.engine.errors import ConnectorError, SpoolError
@@ -227,6 +227,9 @@ class Engine:
                         item.reason,
                         item.detail,
                     )
+                    continue
+                if isinstance(item, StreamDown):
+                    self._stream_down(item)
                     continue
                 self.counters["chunks_in"] += 1
                 self.last_chunk_wall[item.stream_id] = time.monotonic()
@@ -501,6 +504,22 @@ class Engine:
             self._dispatch(Outputs(events=[e]))
             return None
         return e
+
+    def _stream_down(self, item: StreamDown) -> None:
+        """A source reported a stream without valid data: STALE now, buffer reset, counted."""
+        self.counters[f"stream_down_{item.reason}"] += 1
+        q = self.quality.get(item.stream_id)
+        if q is None:
+            self._rl.warning(f"{item.stream_id}:down", "stream down for unknown stream %s", item.stream_id)
+            return
+        self._rl.warning(
+            f"{item.stream_id}:down", "stream %s down: %s %s", item.stream_id, item.reason, item.detail
+        )
+        self.hot.buffers[item.stream_id].reset()  # never stitch a window across it
+        why = f"source: {item.reason}" + (f" ({item.detail})" if item.detail else "")
+        e = self._quality_event(item.stream_id, q.stale(0.0, why), time.time_ns())
+        if e is not None:
+            self._dispatch(Outputs(events=[e]))
 
     def _quality_events(self, results: list[Any]) -> list[AlarmEvent]:
         out = []

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from machinewatch.connectors.base import Rejected, Source
+from machinewatch.connectors.base import Rejected, Source, StreamDown
 from machinewatch.connectors.sinks.local import read_alarms, read_summaries
 from machinewatch.engine.config import Config, load_config_text
 from machinewatch.engine.pipeline import Engine
@@ -40,6 +40,25 @@ class ScriptedSource(Source):
 
 
 registry.add("sources", "scripted", ScriptedSource)
+
+
+class DownSource(Source):
+    """Healthy noise with one ``StreamDown`` in the middle (a failed poll), then data again."""
+
+    async def chunks(self) -> AsyncIterator[Chunk | Rejected | StreamDown]:
+        rng = np.random.default_rng(1)
+        n = int(self.options["windows"])
+        for i in range(n):
+            if i == n // 2:
+                yield StreamDown("m1/vib", "poll_timeout", "no answer in 1.0 s")
+                yield StreamDown("nosuch/vib", "poll_timeout")
+            x = rng.normal(0, 1.0, WIN).astype(np.float32)
+            yield Chunk("m1/vib", int(i * WIN / RATE * 1e9), RATE, i, x)
+            if i % 64 == 0:
+                await asyncio.sleep(0)
+
+
+registry.add("sources", "down", DownSource)
 
 
 def make_config(tmp_path: Path, windows: int, fault_at: int) -> Config:
@@ -95,6 +114,27 @@ def test_learns_then_alarms_on_fault_and_writes_everything(tmp_path: Path) -> No
     vib = read_summaries(db, "m1", stream="vib")
     assert sum(s["windows"] for s in vib) == 300
     assert all(s["rms_min"] <= s["rms_mean"] <= s["rms_max"] for s in vib)
+
+
+def test_stream_down_raises_stale_at_once_and_clears_with_data(tmp_path: Path) -> None:
+    import dataclasses
+
+    cfg = make_config(tmp_path, windows=400, fault_at=10_000)
+    src = dataclasses.replace(cfg.sources["s"], kind="down")
+    cfg = dataclasses.replace(cfg, sources={"s": src})
+    report = asyncio.run(Engine(cfg, install_signals=False).run())
+    c = report.counters
+    assert c["stream_down_poll_timeout"] == 2  # one known stream, one unknown (logged, not fatal)
+    assert c.get("actuations", 0) == 0
+    db = sqlite3.connect(tmp_path / "machinewatch.db")
+    alarms = read_alarms(db, "m1")
+    quality = [(a["from_state"], a["to_state"], a["reason"]) for a in alarms if a["kind"] == "quality"]
+    # (scripted data times are in 1970, the STALE event is stamped with the wall clock: compare sets)
+    assert sorted(q[:2] for q in quality) == [("OK", "STALE"), ("STALE", "OK")]
+    assert any("poll_timeout" in q[2] and "no answer" in q[2] for q in quality)
+    assert [a["to_state"] for a in alarms if a["kind"] == "machine"] == ["NORMAL"]  # no machine alarm
+    # the window spanning the outage is never scored: 400 chunks of one window each, all windowed
+    assert c["buffer_windows"] == 400
 
 
 def test_healthy_run_never_alarms(tmp_path: Path) -> None:
