@@ -57,6 +57,12 @@ class _Connector:
         """Every problem with ``options`` (``path`` is their key path in the config)."""
         return []
 
+    @classmethod
+    def validate_config(cls, options: Mapping[str, Any], path: str, config: Config) -> list[ConfigProblem]:
+        """Problems only the whole config shows (streams named that do not exist, units that
+        disagree); asked by the config loader once the rest of the config is valid."""
+        return []
+
     async def __aenter__(self) -> Self:
         return self
 

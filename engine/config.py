@@ -679,7 +679,26 @@ def _validate(raw: Mapping[str, Any], base: Path, source: str) -> Config:
                 c.bad(f"assets.{a.name}.alarm.actuators[{i}]", f"names no actuator ({act!r})")
     if c.problems:
         raise ConfigError(c.problems, source)
-    return Config(engine, assets, sources, sinks, actuators)
+    cfg = Config(engine, assets, sources, sinks, actuators)
+    problems = _plugin_config_problems(cfg)
+    if problems:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+def _plugin_config_problems(cfg: Config) -> list[ConfigProblem]:
+    """What plug-ins see only against the whole (otherwise valid) config: streams a register map
+    names that do not exist, units that disagree. A plug-in class may define the classmethod
+    ``validate_config(options, path, config) -> list[ConfigProblem]`` for that."""
+    from machinewatch.engine.registry import registry
+
+    out: list[ConfigProblem] = []
+    for section in ("sources", "sinks", "actuators"):
+        for name, p in getattr(cfg, section).items():
+            check = getattr(registry.get(section, p.kind), "validate_config", None)
+            if check is not None:
+                out += check(p.options, f"{section}.{name}", cfg)
+    return out
 
 
 def resolve_secret(options: Mapping[str, Any], name: str, path: str = "") -> str | None:
