@@ -168,6 +168,9 @@ class AssetConfig:
     machine: MachineConfig
     model: ModelConfig
     alarm: AlarmConfig
+    #: the gateway that runs this asset in a fleet (``None``: any gateway, or the shard decides;
+    #: see :mod:`machinewatch.engine.fleet`)
+    gateway: str | None = None
 
     def stream_id(self, stream: str) -> str:
         """The engine-wide id of one of this asset's streams: ``"<asset>/<stream>"``."""
@@ -199,6 +202,9 @@ class EngineConfig:
     spool_max_bytes: int = 64 * 1024 * 1024
     #: how often engine self-metrics go to the sinks as ``machinewatch_health`` points
     health_interval_s: float = 30.0
+    #: this engine's name in a fleet (``gateway`` tag, status topics, MQTT client ids);
+    #: default: the host name, sanitised (see :func:`machinewatch.engine.fleet.default_gateway_id`)
+    gateway_id: str = field(default_factory=lambda: _default_gateway_id())
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +217,8 @@ class Config:
     sinks: Mapping[str, PluginConfig]
     actuators: Mapping[str, PluginConfig]
     path: Path | None = None
+    #: assets of the file that another gateway runs (set by :func:`machinewatch.engine.fleet.filter_config`)
+    unowned_assets: tuple[str, ...] = ()
 
     def stream(self, stream_id: str) -> tuple[AssetConfig, StreamConfig]:
         """Asset and stream config of ``"<asset>/<stream>"``; raises ``KeyError``."""
@@ -313,6 +321,12 @@ def _in(choices: tuple[str, ...]) -> Callable[[str], str | None]:
     return check
 
 
+def _default_gateway_id() -> str:
+    from machinewatch.engine.fleet import default_gateway_id
+
+    return default_gateway_id()
+
+
 def _ratio(v: float) -> str | None:
     return None if 0 < v <= 1 else "must be in (0, 1]"
 
@@ -352,6 +366,7 @@ def _parse_engine(c: _Checker, raw: Mapping[str, Any], base: Path) -> EngineConf
         or d.spool_max_bytes,
         health_interval_s=c.get(t, "health_interval_s", p, float, d.health_interval_s, check=_positive)
         or d.health_interval_s,
+        gateway_id=c.get(t, "gateway_id", p, str, d.gateway_id, check=_name) or d.gateway_id,
     )
 
 
@@ -550,7 +565,7 @@ def _parse_asset(
     c: _Checker, name: str, t: Mapping[str, Any], base: Path, site: str, mdl: ModelConfig, alm: AlarmConfig
 ) -> AssetConfig | None:
     p = f"assets.{name}"
-    known = {"site", "description", "primary_stream", "streams", "machine", "model", "alarm"}
+    known = {"site", "description", "primary_stream", "streams", "machine", "model", "alarm", "gateway"}
     c.unknown(t, known, p)
     if _name(name):
         c.bad(p, "asset name " + (_name(name) or ""))
@@ -586,6 +601,7 @@ def _parse_asset(
         machine=machine,
         model=_parse_model(c, c.table(t, "model", p), _join(p, "model"), base, mdl),
         alarm=_parse_alarm(c, c.table(t, "alarm", p), _join(p, "alarm"), alm),
+        gateway=c.get(t, "gateway", p, str, None, check=_name),
     )
 
 
