@@ -46,6 +46,8 @@ from __future__ import annotations
 
 __all__ = [
     "Shard",
+    "add_fleet_arguments",
+    "apply_fleet_arguments",
     "default_gateway_id",
     "filter_config",
     "fleet_warnings",
@@ -57,6 +59,7 @@ __all__ = [
     "shard_of",
 ]
 
+import argparse
 import dataclasses
 import hashlib
 import re
@@ -251,3 +254,23 @@ def mqtt_client_id(options: Mapping[str, Any], config: Config, default: str) -> 
     if in_fleet(config) and gw not in cid:
         cid = f"{cid}-{gw}"
     return cid
+
+
+def add_fleet_arguments(p: argparse.ArgumentParser) -> None:
+    """``--shard I/N`` and ``--gateway ID`` (for ``run`` and ``check``)."""
+    p.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="run shard I of N (1-based) of the assets without 'gateway' (rendezvous hashing of asset names)",
+    )
+    p.add_argument(
+        "--gateway", default=None, metavar="ID", help="this gateway's id (overrides engine.gateway_id)"
+    )
+
+
+def apply_fleet_arguments(config: Config, args: argparse.Namespace) -> tuple[Config, Shard | None]:
+    """The config this gateway runs (:func:`filter_config`) and its shard, from the options."""
+    text = getattr(args, "shard", None)
+    shard = parse_shard(text) if text is not None else None
+    return filter_config(config, shard, getattr(args, "gateway", None)), shard

@@ -6,6 +6,7 @@ import argparse
 
 from machinewatch.engine.config import Config, load_config
 from machinewatch.engine.features import feature_names
+from machinewatch.engine.fleet import Shard, add_fleet_arguments, apply_fleet_arguments, fleet_warnings
 
 NAME = "check"
 HELP = "validate a config and print the resolved plan without running"
@@ -13,6 +14,7 @@ HELP = "validate a config and print the resolved plan without running"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="TOML config file")
+    add_fleet_arguments(p)
 
 
 #: fewer learning windows than this leave fewer than 50 held-out windows for the threshold
@@ -86,6 +88,21 @@ def plan(cfg: Config) -> str:
     return "\n".join(lines)
 
 
+def fleet_plan(full: Config, cfg: Config, shard: Shard | None) -> list[str]:
+    """Which assets this gateway owns (and which it leaves to others), with fleet warnings."""
+    where = f" shard {shard}" if shard is not None else ""
+    lines = [
+        f"gateway {cfg.engine.gateway_id}{where}: owns {len(cfg.assets)} of {len(full.assets)} assets: "
+        + ", ".join(cfg.assets)
+    ]
+    if cfg.unowned_assets:
+        lines.append("  left to other gateways: " + ", ".join(cfg.unowned_assets))
+    return lines + [f"warning: {w}" for w in fleet_warnings(full, shard)]
+
+
 def main(args: argparse.Namespace) -> int:
-    print(plan(load_config(args.config)))
+    full = load_config(args.config)
+    cfg, shard = apply_fleet_arguments(full, args)
+    print(plan(cfg))
+    print("\n".join(fleet_plan(full, cfg, shard)))
     return 0
