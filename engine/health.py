@@ -18,8 +18,8 @@ Metric names (all floats): ``queue_chunks``, ``queue_windows``, ``spool_records`
 ``spool_bytes``, ``spool_oldest_age_s``, ``spool_dropped_overflow``, ``spool_pending_<sink>``,
 ``sink_lag_s_<sink>`` (age of the oldest record that sink has not written), ``sink_write_errors``,
 ``sink_written_<sink>``, ``sink_dead_letter_<sink>``, ``windows_shed``, ``windows_scored``,
-``rejected_<reason>``, ``chunks_in``, ``summaries``, ``alarm_events``, ``uptime_s`` and the
-other engine counters.
+``rejected_<reason>``, ``chunks_in``, ``summaries``, ``alarm_events``, ``uptime_s``, ``assets``
+(the assets this gateway runs) and the other engine counters.
 """
 
 from __future__ import annotations
@@ -177,6 +177,9 @@ def engine_metrics(engine: Any) -> dict[str, float]:
         ("chunks_in", "summaries", "alarm_events", "windows_scored", "windows_shed", "sink_write_errors"), 0.0
     )
     m.update({k: float(v) for k, v in engine.counters.items()})
+    cfg = getattr(engine, "config", None)
+    if cfg is not None:  # how many assets this gateway runs (the fleet dashboard sums them)
+        m["assets"] = float(len(cfg.assets))
     hot = getattr(engine, "hot", None)
     if hot is not None:
         m.update({k: float(v) for k, v in hot.counters.items()})

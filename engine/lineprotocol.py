@@ -17,6 +17,10 @@ The schema (README, "InfluxDB and Grafana"):
 ``machinewatch_health``
     tag ``site``; numeric engine self-metrics (see :mod:`machinewatch.engine.health`).
 
+Every point also carries the tags given to :func:`encode` as ``tags``: the InfluxDB sink adds
+``gateway`` (``engine.gateway_id``), so in a fleet each point says which engine wrote it (README,
+"Fleets: scaling out").
+
 Every number is written as a float (never ``i``), so a field never changes type between points
 (InfluxDB rejects a write whose field type conflicts). Timestamps are explicit nanoseconds, the
 data time of the record, so a replayed write overwrites the same point instead of adding one.
@@ -201,22 +205,25 @@ def encode(
     *,
     now_ns: int | None = None,
     max_future_s: float = MAX_FUTURE_S,
+    tags: Tags | None = None,
 ) -> Encoded:
     """Line protocol for a batch, with counts of what was dropped.
 
     ``health`` holds ``(site, t_ns, fields)`` samples. ``now_ns`` (default: the wall clock)
-    bounds timestamps from above, with ``max_future_s`` of tolerance.
+    bounds timestamps from above, with ``max_future_s`` of tolerance. ``tags`` are added to
+    every point (a point's own tags win on a clash).
     """
     now = time.time_ns() if now_ns is None else now_ns
     enc = Encoded()
     points = [p for s in summaries for p in summary_points(s)]
     points += [alarm_point(e) for e in events]
     points += [health_point(site, t, f) for site, t, f in health]
-    for meas, tags, fields, strings, t_ns in points:
+    extra = dict(tags or {})
+    for meas, point_tags, fields, strings, t_ns in points:
         if not time_ok(t_ns, now, max_future_s):
             enc.dropped_bad_time += 1
             continue
-        line, dropped = format_line(meas, tags, fields, strings, t_ns)
+        line, dropped = format_line(meas, {**extra, **point_tags}, fields, strings, t_ns)
         enc.dropped_fields += dropped
         if line is None:
             enc.dropped_empty += 1

@@ -197,7 +197,11 @@ class InfluxSink(Sink):
         if self._write_api is None:
             raise ConnectorError(f"sink {self.name}: not open")
         enc = encode(
-            summaries, events, [(h.site, h.t_ns, h.fields) for h in health], max_future_s=self.max_future_s
+            summaries,
+            events,
+            [(h.site, h.t_ns, h.fields) for h in health],
+            max_future_s=self.max_future_s,
+            tags={"gateway": self.config.engine.gateway_id},  # which fleet engine wrote it
         )
         if enc.dropped_fields:
             self.counters["fields_dropped_nonfinite"] += enc.dropped_fields

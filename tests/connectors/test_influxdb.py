@@ -230,10 +230,12 @@ async def test_rejected_rows_go_to_dead_letter_and_the_rest_is_written(tmp_path:
     bad = Summary("s", "bad", T0, 1.0, "NORMAL", {"x": 1.0})
     async with sink:
         await sink.write([*good[:3], bad, *good[3:]], [])
-    assert sorted(api.accepted) == sorted(encode(good, [], now_ns=T0).lines)
+    gw = {"gateway": sink.config.engine.gateway_id}  # every point says which engine wrote it
+    assert all(",gateway=" in ln for ln in api.accepted)
+    assert sorted(api.accepted) == sorted(encode(good, [], now_ns=T0, tags=gw).lines)
     dl = (tmp_path / "state" / "deadletter-influx.lp").read_text().splitlines()
     assert dl[0].startswith("# ") and "HTTP 400" in dl[0]
-    assert dl[1:] == encode([bad], [], now_ns=T0).lines
+    assert dl[1:] == encode([bad], [], now_ns=T0, tags=gw).lines
     assert sink.counters["dead_letter"] == 1
 
 
@@ -337,6 +339,7 @@ async def test_write_and_read_back_exact(victoria: VictoriaMetrics, tmp_path: Pa
         "site": site,
         "asset": "pump 1",
         "stream": "_asset",
+        "gateway": sink.config.engine.gateway_id,
     }
     assert score["timestamps"] == [(T0 + i * 10**10) // 10**6 for i in range(10)]
     assert score["values"] == [0.25 * i for i in range(10)]
