@@ -268,7 +268,7 @@ async def watch(port: int, site: str = SITE, ident: str = "rel-watch") -> AsyncI
             try:
                 async with aiomqtt.Client("127.0.0.1", port, identifier=ident) as c:
                     await c.subscribe(f"machinewatch/{site}/+/command", qos=1)
-                    await c.subscribe(f"machinewatch/{site}/_engine/status", qos=1)
+                    await c.subscribe(f"machinewatch/{site}/_engine/+/status", qos=1)
                     subscribed.set()
                     async for m in c.messages:
                         w.msgs.append((time.monotonic(), str(m.topic), bytes(m.payload)))  # type: ignore[arg-type]
