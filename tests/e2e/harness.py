@@ -206,6 +206,22 @@ def spool_summaries(state: Path, sinks: list[str]) -> list[tuple[str, int]]:
         sp.close()
 
 
+#: how far past the wall clock a read-back looks: beyond the sink's own bound on future points
+#: (``max_future_s``, 1 day), so every point the engine may write is seen
+EXPORT_AHEAD_S = 3 * 86_400
+
+
+def export_all(vm: Any, match: str) -> list[dict[str, Any]]:
+    """Every sample of the matching series, *including those dated after the wall clock*.
+
+    VictoriaMetrics' ``/api/v1/export`` ends at "now" unless told otherwise. A simulator run
+    faster than real time (``speedup`` > 1, starting at the wall clock) dates its data ahead
+    of the wall clock, so a read-back without an ``end`` silently missed the newest summaries:
+    that, not the engine, was the kill -9 loop's "one spooled summary missing" (issue 6).
+    """
+    return list(vm.export(match, start="0", end=str(int(time.time()) + EXPORT_AHEAD_S)))
+
+
 def db_summaries(vm: Any, site: str) -> dict[str, list[int]]:
     """Per asset, the distinct timestamps (ms) of its asset summaries in VictoriaMetrics.
 
@@ -214,12 +230,14 @@ def db_summaries(vm: Any, site: str) -> dict[str, list[int]]:
     idempotent re-send of a write whose acknowledgement was lost (a timeout): it is folded here.
     Two different values at one timestamp would be two different summaries of one interval, a
     real duplicate: :class:`AssertionError`.
+
+    The export reaches :data:`EXPORT_AHEAD_S` past the wall clock (see :func:`export_all`).
     """
     vm.flush()
     out: dict[str, list[int]] = {}
     names = "machinewatch_summary_(state_code|score_max|score_mean)"
     match = f'{{__name__=~"{names}",site="{site}",stream="_asset"}}'
-    for s in vm.export(match):
+    for s in export_all(vm, match):
         seen: dict[int, float] = {}
         for t, v in zip(s["timestamps"], s["values"], strict=True):
             assert seen.setdefault(t, v) == v, f"two different summaries at {t} for {s['metric']}"
@@ -231,7 +249,7 @@ def db_summaries(vm: Any, site: str) -> dict[str, list[int]]:
 def db_resent(vm: Any, site: str) -> int:
     """How many identical re-sent copies VictoriaMetrics holds (see :func:`db_summaries`)."""
     n = 0
-    for s in vm.export(f'{{__name__="machinewatch_summary_state_code",site="{site}",stream="_asset"}}'):
+    for s in export_all(vm, f'{{__name__="machinewatch_summary_state_code",site="{site}",stream="_asset"}}'):
         n += len(s["timestamps"]) - len(set(s["timestamps"]))
     return n
 
