@@ -272,7 +272,7 @@ class Watch:
         return [c for c in self.commands(asset) if c.get("energised")]
 
     def status(self) -> list[bytes]:
-        return [p for _, t, p in self.msgs if t.endswith("/_engine/status")]
+        return [p for _, t, p in self.msgs if t.endswith("/status") and "/_engine/" in t]
 
 
 @contextlib.asynccontextmanager
