@@ -39,17 +39,33 @@ from e2e.harness import (
     write,
 )
 
-# On demand (`-m soak`) since 2026-11-22: 1 full run in 4 ended with one spooled summary missing from
-# the database after 20 kills (then passed on rerun); until that is explained the loop must not
-# decide whether CI lands. kill -9 with a non-empty spool stays in the suite
-# (tests/connectors/test_influxdb.py), as does the latch surviving kill -9 (tests/e2e/test_mqtt_e2e.py).
-pytestmark = [pytest.mark.timeout(300), pytest.mark.soak]
-
+# The "1 full run in 4 ended with one spooled summary missing" (2026-11-22) was the read-back, not
+# the engine: the simulator at speedup 2 dates its data ahead of the wall clock, and
+# VictoriaMetrics' export ends at "now" unless told otherwise, so a summary spooled at a late kill
+# could be dated after the moment of the read-back. The harness now exports up to 3 days ahead
+# (e2e.harness.export_all). The 20-kill loop takes ~100 s: on demand (-m soak); a 5-kill loop
+# with the same assertions runs in the normal suite.
 KILLS = int(os.environ.get("MW_KILLS", "20"))
+SHORT_KILLS = 5
 
 
+@pytest.mark.timeout(180)
+async def test_kill9_loop_short(
+    mosquitto_factory: Any, victoria: Any, run_process: Any, tmp_path: Path
+) -> None:
+    await _kill_loop(SHORT_KILLS, mosquitto_factory, victoria, run_process, tmp_path)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(300 + 15 * KILLS)
 async def test_kill9_at_random_moments_under_load(
     mosquitto_factory: Any, victoria: Any, run_process: Any, tmp_path: Path
+) -> None:
+    await _kill_loop(KILLS, mosquitto_factory, victoria, run_process, tmp_path)
+
+
+async def _kill_loop(
+    kills: int, mosquitto_factory: Any, victoria: Any, run_process: Any, tmp_path: Path
 ) -> None:
     site = "k9" + uuid.uuid4().hex[:6]
     broker = mosquitto_factory()
@@ -67,7 +83,7 @@ async def test_kill9_at_random_moments_under_load(
     async with watch(broker.port, site) as w:
         eng = run_process([MW, "run", str(cfg)], name="engine")
         await until(lambda: w.status().count(b"online") >= 1, 60, "engine online")
-        sim_dur = 2 * (20.0 + 3.0 * KILLS)  # simulated s at speedup 2
+        sim_dur = 2 * (20.0 + 3.0 * kills)  # simulated s at speedup 2
         sim_cfg = sim_toml(site=site, speedup=2.0, duration_s=sim_dur, faults=[OUTER_RACE.format(start=12.0)])
         sim = run_process(
             [
@@ -84,8 +100,8 @@ async def test_kill9_at_random_moments_under_load(
         )
         await until(lambda: w.energised("p1"), 60, "p1 latched alarm energised")
         await asyncio.to_thread(victoria.stop)  # first half: the database is down, the spool fills
-        for k in range(KILLS):
-            if k == KILLS // 2:
+        for k in range(kills):
+            if k == kills // 2:
                 await asyncio.to_thread(victoria.start)
             # the random moment: odd kills land anywhere in start-up (imports, spool open, connects),
             # even ones while it runs under load
@@ -114,19 +130,25 @@ async def test_kill9_at_random_moments_under_load(
         final = json.loads(eng.log_text().rsplit("stopped after", 1)[1].split(": ", 1)[1].splitlines()[0])
     assert final["spool_records_left"] == 0 and final["spool_dropped_overflow"] == 0
     got = db_summaries(victoria, site)
+    read_ms = time.time_ns() // 10**6
     have = {(a, t) for a, ts in got.items() for t in ts}
     lost = pending_at_kill - have
-    assert not lost, f"{len(lost)} spooled summaries never reached the database"
+    assert not lost, (
+        f"{len(lost)} spooled summaries never reached the database: "
+        f"{[(a, t, f'{(t - read_ms) / 1e3:+.1f} s from the read-back') for a, t in sorted(lost)[:10]]}"
+    )
     assert set(got) == {"p1", "t1"}
     assert not w.energised("t1"), "the healthy asset was energised"
     log = eng.log_text()
-    assert log.count("=== start") == KILLS + 1
+    assert log.count("=== start") == kills + 1
     assert "Traceback" not in log
     n_db = sum(len(ts) for ts in got.values())
+    ahead = sum(t > read_ms for ts in got.values() for t in ts)
     holes = sum((b - a) // 500 - 1 for ts in map(sorted, got.values()) for a, b in itertools.pairwise(ts))
     print(
-        f"\nkill -9 x{KILLS}: {len(pending_at_kill)} summaries pending in the spool at the kills, 0 lost, "
-        f"0 duplicated; {n_db} summaries in the database, {holes} interval(s) without a summary "
+        f"\nkill -9 x{kills}: {len(pending_at_kill)} summaries pending in the spool at the kills, 0 lost, "
+        f"0 duplicated; {n_db} summaries in the database ({ahead} dated after the read-back's wall clock), "
+        f"{holes} interval(s) without a summary "
         f"(data acknowledged to the broker but still in memory at a kill); "
         f"restart to running: median {sorted(starts)[len(starts) // 2]:.2f} s, max {max(starts):.2f} s; "
         f"peak RSS {peak_rss:.0f} MiB; p1 commands {len(w.commands('p1'))}, "
