@@ -38,6 +38,7 @@ __all__ = [
 
 import asyncio
 import inspect
+import socket
 import sys
 import tempfile
 import threading
@@ -229,7 +230,8 @@ _hooked = False
 def _audit(event: str, args: tuple[Any, ...]) -> None:
     seen: list[str] | None = getattr(_guard, "seen", None)
     if seen is not None and event in _NET_EVENTS:
-        seen.append(f"{event}{args[1:]!r}")
+        shown = args[1:] if args and isinstance(args[0], socket.socket) else args
+        seen.append(f"{event}{shown!r}")
         raise MachinewatchError(f"network access during construction: {event}")
 
 
