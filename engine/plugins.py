@@ -13,9 +13,10 @@ sources, sinks, actuators
     ``__aenter__``/``__aexit__`` are coroutines; ``validate_options`` returns a list of
     :class:`~machinewatch.engine.errors.ConfigProblem` under the given key path for ``{}``, for an
     unknown key (which must be reported) and for options of every wrong type, and never raises;
-    where ``{}`` is valid, the constructor accepts it. Construction (:func:`check_construct`) may
-    raise only a :class:`~machinewatch.engine.errors.MachinewatchError` and must not touch the
-    network (no connect, bind, send or name lookup, seen through Python's audit hooks).
+    where ``{}`` is valid, ``validate_config`` and the constructor accept it. Construction
+    (:func:`check_construct`) may raise only a :class:`~machinewatch.engine.errors.MachinewatchError`
+    and must not touch the network (no connect, bind, send or name lookup, seen through Python's
+    audit hooks).
 models
     the class subclasses :class:`~machinewatch.models.base.AnomalyModel`, its ``kind`` is its
     registered name (a stored model is loaded by kind), ``cls()`` works, scoring before fitting
@@ -209,8 +210,14 @@ def _check_validate(group: str, cls: Any) -> list[str]:
     for value in _GARBAGE_VALUES:
         if run(dict.fromkeys(_COMMON_KEYS, value), f"options set to {value!r}") is None:
             break  # one such failure says it all
-    if empty == []:  # no required options: the constructor must take {}
+    if empty == []:  # no required options: validate_config and the constructor must take {}
         config = _sample_config()
+        try:
+            got = cls.validate_config({}, path, config)
+            if not isinstance(got, list) or not all(isinstance(p, ConfigProblem) for p in got):
+                problems.append(f"validate_config must return a list of ConfigProblem, got {got!r}")
+        except Exception as exc:
+            problems.append(f"validate_config raised {type(exc).__name__} on {{}}: {exc}")
         problems += check_construct(group, cls, "contract", {}, config)
     return problems
 

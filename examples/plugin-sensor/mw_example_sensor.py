@@ -87,29 +87,18 @@ class LineSensorSource(Source):
     def __init__(self, name: str, options: Mapping[str, Any], config: Config) -> None:
         super().__init__(name, options, config)
         where = f"sources.{name}"
+        # the engine has run both checks already; repeating them keeps direct use (tests) safe
         problems = self.validate_options(options, where)
-        if problems:  # the engine validated already; this keeps direct use (tests, scripts) safe
+        if not problems:
+            problems = self.validate_config(options, where, config)
+        if problems:
             raise ConfigError(problems)
         self.path = Path(options["path"])
         self.streams: dict[str, str] = dict(options["streams"])
         self.follow = bool(options.get("follow", False))
         self.poll_s = float(options.get("poll_s", 0.5))
         self.start_ns: int | None = options.get("start_ns")
-        rates: dict[str, float] = {}
-        for key, stream_id in self.streams.items():
-            try:
-                rates[key] = config.stream(stream_id)[1].rate_hz
-            except KeyError:
-                problems.append(ConfigProblem(f"{where}.streams.{key}", f"names no stream ({stream_id!r})"))
-        if len(set(rates.values())) > 1:
-            problems.append(
-                ConfigProblem(
-                    f"{where}.streams", f"streams must share one rate_hz (one line per sample): {rates}"
-                )
-            )
-        if problems:
-            raise ConfigError(problems)
-        self.rate_hz = next(iter(rates.values()))
+        self.rate_hz = config.stream(next(iter(self.streams.values())))[1].rate_hz
         self._file: IO[str] | None = None
 
     @classmethod
@@ -133,6 +122,20 @@ class LineSensorSource(Source):
         start = options.get("start_ns")
         if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
             probs.append(ConfigProblem(f"{path}.start_ns", "must be an integer >= 0 (ns since the epoch)"))
+        return probs
+
+    @classmethod
+    def validate_config(cls, options: Mapping[str, Any], path: str, config: Config) -> list[ConfigProblem]:
+        """Problems against the rest of the config: the streams exist and share one rate."""
+        probs: list[ConfigProblem] = []
+        rates: dict[str, float] = {}
+        for key, stream_id in options["streams"].items():
+            try:
+                rates[key] = config.stream(stream_id)[1].rate_hz
+            except KeyError:
+                probs.append(ConfigProblem(f"{path}.streams.{key}", f"names no stream ({stream_id!r})"))
+        if len(set(rates.values())) > 1:
+            probs.append(ConfigProblem(f"{path}.streams", f"streams must share one rate_hz: {rates}"))
         return probs
 
     async def __aenter__(self) -> LineSensorSource:
