@@ -578,7 +578,8 @@ class ModbusSource(Source):
     async def _read(self, block: ReadBlock) -> list[int]:
         c = self._client
         fn = c.read_holding_registers if block.table == "holding" else c.read_input_registers
-        async with asyncio.timeout(self.timeout_s):
+        # pymodbus times the request out itself (ModbusIOException "No response ..."); this is the backstop
+        async with asyncio.timeout(self.timeout_s * 1.5 + 0.1):
             rr = await fn(block.address, count=block.count, device_id=block.unit_id)
         if rr.isError():
             raise _ExceptionResponse(int(getattr(rr, "exception_code", 0)))
@@ -663,9 +664,14 @@ class ModbusSource(Source):
                 continue
             except (TimeoutError, ModbusIOException) as exc:
                 sched.done(i)
+                if isinstance(exc, ModbusIOException) and "No response" not in str(exc):
+                    # a garbled or mismatched answer (transaction or unit id): the link may be fine
+                    for item in self._down(streams, "poll_error", f"{block.describe()}: {exc}"):
+                        yield item
+                    continue
                 timeouts += 1
                 detail = f"{block.describe()}: no answer in {self.timeout_s:g} s"
-                for item in self._down(streams, "poll_timeout", detail + (f" ({exc})" if str(exc) else "")):
+                for item in self._down(streams, "poll_timeout", detail):
                     yield item
                 if timeouts >= self.max_timeouts:
                     # a half-open connection or a wedged device: start a fresh connection

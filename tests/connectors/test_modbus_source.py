@@ -13,7 +13,7 @@ import sqlite3
 import struct
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -565,3 +565,53 @@ kind = "local"
     temp = read_summaries(db, "oven", stream="temp")
     assert sum(s["windows"] for s in temp) >= 5
     assert all(19.99 <= s["level_min"] <= s["level_max"] <= 20.91 for s in temp if s["windows"])
+
+
+async def test_short_or_garbled_answers_are_poll_errors() -> None:
+    """A recording fake client (no server can be made to send these on purpose)."""
+    from pymodbus.exceptions import ModbusIOException
+
+    class Answer:
+        def __init__(self, registers: list[int]) -> None:
+            self.registers = registers
+
+        def isError(self) -> bool:  # pymodbus's name
+            return False
+
+    class Fake:
+        connected = True
+        answers: ClassVar[list[Any]] = [
+            Answer([1]),
+            ModbusIOException("request uses transaction id=3 but received 2"),
+        ]
+
+        def __init__(self, host: str, **kw: Any) -> None:
+            self.calls = 0
+
+        async def connect(self) -> bool:
+            return True
+
+        async def read_holding_registers(self, address: int, count: int, device_id: int) -> Any:
+            a = Fake.answers[min(self.calls, len(Fake.answers) - 1)]
+            self.calls += 1
+            if isinstance(a, Exception):
+                raise a
+            return a
+
+        def close(self) -> None:
+            pass
+
+    maps = '[[sources.plc.registers]]\nstream = "p1/temp"\naddress = 0\ntype = "float32"'
+    cfg = _config('kind = "modbus"\nhost = "127.0.0.1"\n', extra=maps)
+    src = ModbusSource("plc", cfg.sources["plc"].options, cfg, client_factory=Fake)
+    async with src:
+        col = Collector(src)
+        try:
+            await col.until(lambda _: len(col.downs()) >= 2)
+        finally:
+            await col.close()
+    first, second = col.downs()[:2]
+    assert (first.reason, second.reason) == ("poll_error", "poll_error")
+    assert "1 registers in the answer, asked for 2" in first.detail
+    assert "transaction id" in second.detail
+    assert src.connects == 1  # a garbled answer is not a reason to reconnect
