@@ -13,7 +13,8 @@ sources, sinks, actuators
     ``__aenter__``/``__aexit__`` are coroutines; ``validate_options`` returns a list of
     :class:`~machinewatch.engine.errors.ConfigProblem` under the given key path for ``{}``, for an
     unknown key (which must be reported) and for options of every wrong type, and never raises;
-    where ``{}`` is valid, ``validate_config`` and the constructor accept it. Construction
+    an actuator accepts the policy options every actuator takes (``min_on_s`` ...); where ``{}``
+    is valid, ``validate_config`` and the constructor accept it. Construction
     (:func:`check_construct`) may raise only a :class:`~machinewatch.engine.errors.MachinewatchError`
     and must not touch the network (no connect, bind, send or name lookup, seen through Python's
     audit hooks).
@@ -102,6 +103,8 @@ _COMMON_KEYS = (
     "nodes",
     "registers",
 )
+#: the options :mod:`machinewatch.connectors.actuators.policy` adds to every actuator, at their defaults
+_POLICY_DEFAULTS = {"min_on_s": 0.0, "min_off_s": 0.0, "max_changes_per_min": 30, "safe_state": False}
 _SAMPLE_CONFIG = """
 [engine]
 state_dir = "state"
@@ -204,6 +207,13 @@ def _check_validate(group: str, cls: Any) -> list[str]:
         return got
 
     empty = run({}, "{}")
+    if group == "actuators":  # the engine's policy wraps every actuator: its options are everyone's
+        from machinewatch.connectors.actuators.policy import POLICY_KEYS
+
+        got = run(_POLICY_DEFAULTS, "the policy options") or []
+        refused = sorted({p.path.rsplit(".", 1)[-1] for p in got} & POLICY_KEYS)
+        if refused:
+            problems.append(f"validate_options refuses the actuator policy options {refused}")
     unknown = run({"zz_no_such_option": 1}, "an unknown key")
     if unknown is not None and not any("zz_no_such_option" in p.path for p in unknown):
         problems.append("validate_options does not report an unknown key (zz_no_such_option)")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from machinewatch.connectors.base import Rejected, Sink, Source, StreamDown
+from machinewatch.connectors.base import Actuator, Rejected, Sink, Source, StreamDown
 from machinewatch.engine.config import Config, load_config
 from machinewatch.engine.errors import ConfigProblem
 from machinewatch.engine.plugins import check_class, check_config, check_plugin, list_plugins
@@ -107,6 +107,13 @@ class _StringProblems(_GoodSink):
         return [f"{path}.{k}: unknown key" for k in options]  # type: ignore[misc]
 
 
+class _NoPolicy(Actuator):
+    validate_options = _GoodSink.validate_options
+
+    async def set(self, asset: str, energised: bool, event: AlarmEvent | None) -> None:
+        return None
+
+
 class _KeyErrorInit(_GoodSink):
     def __init__(self, name: str, options: Mapping[str, Any], config: Config) -> None:
         super().__init__(name, options, config)
@@ -125,6 +132,7 @@ class _KeyErrorInit(_GoodSink):
         ("sinks", _WrongPath, "outside the key path"),
         ("sinks", _StringProblems, "must return a list of ConfigProblem"),
         ("sinks", _KeyErrorInit, "constructor raised KeyError (not a MachinewatchError)"),
+        ("actuators", _NoPolicy, "refuses the actuator policy options ['max_changes_per_min', 'min_off_s'"),
         ("bogus", _GoodSink, "unknown plug-in group"),
     ],
     ids=lambda v: getattr(v, "__name__", None) if isinstance(v, type) else None,
