@@ -557,6 +557,23 @@ def test_resonator_has_unit_noise_gain() -> None:
     assert math.isfinite(float(zi[0]))
 
 
+@pytest.mark.parametrize(("freq", "zeta"), [(3000.0, 0.05), (2000.0, 0.03), (12000.0, 0.08), (50.0, 0.02)])
+def test_resonator_matches_scipy_lfilter(freq: float, zeta: float) -> None:
+    from scipy import signal
+
+    res = ph.resonator(freq, zeta, 25600.0)
+    # the closed-form gain equals the summed squared impulse response
+    a = res.a
+    h = signal.lfilter([1.0], a, np.r_[1.0, np.zeros(400_000)])
+    assert res.b[0] == pytest.approx(1.0 / math.sqrt(float(np.sum(h * h))), rel=1e-6)
+    w = np.random.default_rng(5).standard_normal(5000).astype(np.float32)
+    zi = np.array([0.3, -0.2])
+    y, zf = ph.resonator_noise(w, res, zi)
+    y_ref, zf_ref = signal.lfilter(res.b, res.a, w.astype(np.float64), zi=zi)
+    assert np.allclose(y, y_ref, rtol=1e-5, atol=1e-5 * float(np.abs(y_ref).max()))
+    assert np.allclose(zf, zf_ref, rtol=1e-9, atol=1e-9 * float(np.abs(zf_ref).max()))
+
+
 def test_severity_ramp() -> None:
     t = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 10.0])
     assert ph.severity_ramp(t, 1.0, 2.0, 0.8).tolist() == pytest.approx([0, 0, 0.4, 0.8, 0.8, 0.8])
