@@ -5,6 +5,34 @@ feature vectors (``fit`` returns self; learned attributes end in ``_``); scoring
 raises :class:`~machinewatch.engine.errors.NotFittedError`. ``contributions`` splits a score
 over the features so an alarm can say which sensor and feature drove it. Thresholding is
 separate from scoring (:mod:`machinewatch.models.threshold`).
+
+Writing a model plug-in
+-----------------------
+Subclass :class:`AnomalyModel`, set ``kind`` to the entry point's name (stored models are loaded
+by kind) and register it in the ``machinewatch.models`` entry point group; a config then says
+``[model] kind = "my-model"`` and ``[model.options]`` become the constructor's keyword arguments
+(``cls(**options)``; ``cls()`` must work, with sensible defaults).
+
+- Implement ``_fit(x)``, ``_score(x)`` and ``_contributions(x)`` on a float64 matrix
+  ``(rows, features)``; the public ``fit``/``score``/``contributions`` check shapes, NaN and the
+  fitted state, so the private ones need not. Learned arrays are attributes ending in ``_`` and
+  listed in ``array_names``: that is what :mod:`machinewatch.models.store` saves (``.npz``
+  without pickle plus a JSON manifest; ``params`` must be JSON-able).
+- Raise :class:`~machinewatch.engine.errors.ModelError` for what cannot be fitted (too few rows,
+  degenerate data); never for one bad row at scoring time, which the engine keeps away (a
+  vector with NaN or inf is not scored).
+- The engine owns the rest: collecting ``learn_windows`` healthy vectors, calibrating the
+  threshold on out-of-fold scores, refitting, saving, swapping models atomically, thresholds and
+  alarms. ``fit`` runs once per learning phase and may run on the event loop, so it should take
+  seconds, not minutes; ``score_row`` runs once per window on the hot path and should not
+  allocate (override it with a kernel call on preallocated buffers where it matters). Models are
+  used by one thread at a time; keep no global mutable state.
+- An int8 form is optional: subclass :class:`QuantizedModel`, point ``quantized_class`` at it and
+  override :meth:`AnomalyModel.quantize`. Without one, a config must say ``[model] quantized =
+  false`` (the default, ``true``, asks for the int8 form and learning fails with a ModelError).
+
+:func:`machinewatch.engine.plugins.check_class` checks every registered model against this
+contract (``machinewatch plugins --check``).
 """
 
 from __future__ import annotations
