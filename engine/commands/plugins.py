@@ -40,6 +40,8 @@ def main(args: argparse.Namespace) -> int:
         return 1 if failed else 0
     for group in args.group or GROUPS:
         members = [r for r in rows if r["group"] == group]
+        if args.names and not members:
+            continue
         print(f"{group} ({len(members)})")
         width = max((len(str(r["name"])) for r in members), default=0)
         for r in members:
