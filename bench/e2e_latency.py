@@ -274,7 +274,7 @@ def start_engine(cfg: Path, log: Path, trace: Path | None = None) -> subprocess.
 
 async def wait_online(port: int, timeout: float = 120.0) -> None:
     async with aiomqtt.Client("127.0.0.1", port) as c:
-        await c.subscribe("machinewatch/b/_engine/status")
+        await c.subscribe("machinewatch/b/_engine/+/status")
         async with asyncio.timeout(timeout):
             async for m in c.messages:
                 if m.payload == b"online":

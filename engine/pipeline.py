@@ -28,6 +28,7 @@ from machinewatch.connectors.base import Actuator, Rejected, Sink, Source, Strea
 from machinewatch.engine.alarm import AlarmStore, QualityAlarm, atomic_write_json
 from machinewatch.engine.config import Config, PluginConfig
 from machinewatch.engine.errors import ConnectorError, SpoolError
+from machinewatch.engine.fleet import mqtt_client_id
 from machinewatch.engine.health import HealthSample, HealthServer, engine_metrics, engine_problems
 from machinewatch.engine.hotpath import HotPath, Outputs
 from machinewatch.engine.learning import ModelStore, restore_models, save_learned
@@ -156,7 +157,7 @@ class Engine:
                         cfg.engine.http_port,
                         lambda: engine_metrics(self),
                         lambda: engine_problems(self, max(300.0, 10 * cfg.engine.summary_interval_s)),
-                        {"site": cfg.engine.site},
+                        {"site": cfg.engine.site, "gateway": cfg.engine.gateway_id},
                     )
                 )
             for c in [*sinks, *actuators.values()]:
@@ -220,6 +221,9 @@ class Engine:
                 except StopAsyncIteration:
                     break
                 if isinstance(item, Rejected):
+                    if item.reason == "not_owned":  # another gateway's asset (fleets): not an error
+                        self.counters["not_owned"] += 1
+                        continue
                     self.counters[f"rejected_{item.reason}"] += 1
                     self._rl.warning(
                         f"{item.where}:{item.reason}",
@@ -547,7 +551,9 @@ class Engine:
         """Apply an operator command (``ack``, ``shelve``, ``unshelve``); True when it changed state."""
         m = self.hot.alarms.get(str(cmd.get("asset")))
         if m is None:
-            self.counters["commands_unknown_asset"] += 1
+            # in a fleet every gateway of the site gets each command; the owner applies it
+            mine = str(cmd.get("asset")) not in self.config.unowned_assets
+            self.counters["commands_unknown_asset" if mine else "commands_not_owned"] += 1
             return False
         by = str(cmd.get("by", ""))
         kind = cmd.get("cmd")
@@ -572,13 +578,17 @@ class Engine:
     def _status_link(self) -> EngineStatus | None:
         for p in self.config.sources.values():
             if p.kind == "mqtt" and p.options.get("status", True):
+                site = self.config.engine.site
                 return EngineStatus(
                     p.options,
-                    self.config.engine.site,
+                    site,
                     f"sources.{p.name}",
                     lambda: self.counters,
                     self.command,
                     float(p.options.get("heartbeat_s", 10.0)),
+                    gateway=self.config.engine.gateway_id,
+                    client_id=mqtt_client_id(p.options, self.config, f"machinewatch-{site}") + "-status",
+                    assets=list(self.config.assets),
                 )
         return None
 

@@ -2,11 +2,18 @@
 
 Topics (prefix ``machinewatch/<site>/_engine``):
 
-``.../status``     retained ``online`` on connect, ``offline`` on a clean stop, and ``offline``
-                   through the broker's Last Will when the engine dies
-``.../heartbeat``  every ``heartbeat_s``: JSON ``{"t_ns", "uptime_s", "counters": {...}}``
-``.../ack``        operator commands in: ``{"asset": "pump1", "by": "alice"}`` (or the asset name)
-``.../shelve``     ``{"asset": "pump1", "duration_s": 600}`` (0 = unshelve)
+``.../<gateway>/status``     retained ``online`` on connect, ``offline`` on a clean stop, and
+                             ``offline`` through the broker's Last Will when the engine dies
+``.../<gateway>/heartbeat``  every ``heartbeat_s``: JSON ``{"t_ns", "uptime_s", "gateway",
+                             "assets": [...], "counters": {...}}``
+``.../ack``                  operator commands in: ``{"asset": "pump1", "by": "alice"}`` (or the
+                             asset name)
+``.../shelve``               ``{"asset": "pump1", "duration_s": 600}`` (0 = unshelve)
+
+Status and heartbeat are per gateway (``engine.gateway_id``), so the engines of a fleet do not
+overwrite each other's retained status. Commands are per site: every gateway of the site
+receives them and the one that runs the asset applies them (the others count
+``commands_not_owned``), so an operator need not know which gateway runs which asset.
 
 The broker ACL in ``configs/mosquitto/`` lets operators publish only ``ack``/``shelve`` and only
 the engine publish command and status topics. Without MQTT, ``machinewatch ack`` drops a command
@@ -22,7 +29,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +128,12 @@ class EngineStatus:
         Returns the counters to put in each heartbeat.
     on_command
         Called on the loop with each valid command dict.
+    gateway
+        This engine's gateway id (status and heartbeat topics, ``""``: none, as before fleets).
+    client_id
+        The MQTT client id (default ``machinewatch-<site>[-<gateway>]-status``).
+    assets
+        The assets this engine runs (in each heartbeat).
     """
 
     def __init__(
@@ -132,16 +145,24 @@ class EngineStatus:
         on_command: Callable[[dict[str, Any]], object],
         heartbeat_s: float = 10.0,
         client_factory: Callable[..., Any] = aiomqtt.Client,
+        *,
+        gateway: str = "",
+        client_id: str | None = None,
+        assets: Sequence[str] = (),
     ) -> None:
         self.options = options
-        self.prefix = status_prefix(site)
+        self.commands_prefix = status_prefix(site)
+        self.prefix = f"{self.commands_prefix}/{gateway}" if gateway else self.commands_prefix
+        self.gateway = gateway
+        self.assets = list(assets)
         self.path = path
         self.counters = counters
         self.on_command = on_command
         self.heartbeat_s = heartbeat_s
         self.client_factory = client_factory
         self.started = time.monotonic()
-        self.client_id = str(options.get("client_id", f"machinewatch-{site}")) + "-status"
+        gw = f"-{gateway}" if gateway else ""
+        self.client_id = client_id or str(options.get("client_id", f"machinewatch-{site}{gw}")) + "-status"
         self._client: Any = None
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -156,8 +177,8 @@ class EngineStatus:
                 ) as c:
                     self._client = c
                     await c.publish(f"{self.prefix}/status", b"online", qos=1, retain=True)
-                    await c.subscribe(f"{self.prefix}/ack", qos=1)
-                    await c.subscribe(f"{self.prefix}/shelve", qos=1)
+                    await c.subscribe(f"{self.commands_prefix}/ack", qos=1)
+                    await c.subscribe(f"{self.commands_prefix}/shelve", qos=1)
                     backoff.reset()
                     beat: asyncio.Task[Any] = asyncio.create_task(self._beat(c))
                     reader: asyncio.Task[Any] = asyncio.create_task(self._read(c))
@@ -186,6 +207,8 @@ class EngineStatus:
             body = {
                 "t_ns": time.time_ns(),
                 "uptime_s": round(time.monotonic() - self.started, 1),
+                "gateway": self.gateway,
+                "assets": self.assets,
                 "counters": dict(self.counters()),
             }
             await c.publish(f"{self.prefix}/heartbeat", json.dumps(body).encode(), qos=0)

@@ -12,7 +12,7 @@ Options
     #                          # "text": payload_on / payload_off
     # payload_on = "ON"
     # payload_off = "OFF"
-    # client_id = "machinewatch-<site>-act-<name>"   (one connection per asset: "-<asset>" appended)
+    # client_id = "machinewatch-<site>-act-<name>-<gateway>"   (one connection per asset: "-<asset>" appended)
     # plus min_on_s, min_off_s, max_changes_per_min, safe_state (the engine's actuator policy)
     # and url/TLS/credential options (machinewatch.connectors.mqttcommon)
 
@@ -40,6 +40,7 @@ from machinewatch.connectors.base import Actuator
 from machinewatch.connectors.mqttcommon import COMMON_KEYS, client_kwargs, validate_common
 from machinewatch.engine.config import Config
 from machinewatch.engine.errors import ConfigProblem, ConnectorError
+from machinewatch.engine.fleet import mqtt_client_id
 from machinewatch.engine.types import AlarmEvent
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class MqttActuator(Actuator):
         self.payload_on = str(o.get("payload_on", "ON"))
         self.payload_off = str(o.get("payload_off", "OFF"))
         self.safe_on = bool(o.get("safe_state", False))
-        self.client_id = str(o.get("client_id", f"machinewatch-{config.engine.site}-act-{name}"))
+        self.client_id = mqtt_client_id(o, config, f"machinewatch-{config.engine.site}-act-{name}")
         self.assets = {a.name: a.site for a in config.assets.values() if name in a.alarm.actuators}
         self.client_factory = client_factory
         self.state: dict[str, bool] = {}

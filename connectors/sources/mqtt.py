@@ -9,7 +9,8 @@ Options
     url = "mqtt://127.0.0.1:1883"
     topic_template = "machinewatch/<site>/<asset>/<stream>"   # <site> <asset> <stream> placeholders
     qos = 1                        # 0 or 1
-    # client_id = "machinewatch-<site>"   fixed, so the broker keeps our session across restarts
+    # client_id = "machinewatch-<site>-<gateway>"   fixed, so the broker keeps our session across
+    #                                               restarts; unique per gateway (engine.fleet)
     # clean_session = false        # persistent session: QoS 1 messages wait for us at the broker
     # max_queued_messages = 20000  # received and not yet taken by the engine (bounded; excess counted)
     # max_payload_bytes = 4194344
@@ -22,7 +23,10 @@ Options
 Every message becomes a :class:`~machinewatch.engine.types.Chunk` or a
 :class:`~machinewatch.connectors.base.Rejected` with a stable reason (the codec reasons plus
 ``unknown_topic``, ``duplicate_seq``, ``backwards_seq``, ``rate_mismatch``, ``bad_channels``,
-``bad_timestamp``, ``queue_overflow``); the engine counts them and rate-limits their logs. The
+``bad_timestamp``, ``queue_overflow``); the engine counts them and rate-limits their logs. In a
+fleet (:mod:`machinewatch.engine.fleet`) the source subscribes only to the topics of the assets
+this gateway runs; a message of another gateway's asset that still arrives is ``not_owned``,
+which the engine counts apart from the rejections and does not log. The
 source renumbers sequence numbers per stream so gaps are kept and a restarted publisher (seq back
 to 0 with a newer time) starts a fresh gap-separated run instead of being dropped forever.
 """
@@ -44,6 +48,7 @@ from machinewatch.connectors.mqttcommon import COMMON_KEYS, Backoff, client_kwar
 from machinewatch.engine.codecs import MAX_PAYLOAD_BYTES, Decoded, decode_payload
 from machinewatch.engine.config import Config, StreamConfig
 from machinewatch.engine.errors import ConfigProblem, PayloadError
+from machinewatch.engine.fleet import mqtt_client_id
 from machinewatch.engine.logutil import RateLimitedLog
 from machinewatch.engine.types import Chunk
 
@@ -87,6 +92,17 @@ class TopicMap:
         self.template = template
         self.levels = template.split("/")
         self.subscription = "/".join("+" if lv in _PLACEHOLDERS else lv for lv in self.levels)
+        #: what the source subscribes to: the template's wildcard, or in a fleet one filter per
+        #: owned asset, so other gateways' data never reaches this one
+        self.subscriptions = [self.subscription]
+        self.unowned = frozenset(config.unowned_assets)
+        self._asset_level = self.levels.index("<asset>") if "<asset>" in self.levels else -1
+        if self.unowned:
+            subs: dict[str, None] = {}
+            for a in config.assets.values():
+                fill = {"<site>": a.site, "<asset>": a.name, "<stream>": "+"}
+                subs["/".join(fill.get(lv, lv) for lv in self.levels)] = None
+            self.subscriptions = list(subs)
         self._by_topic: dict[str, str] = {}
         for a in config.assets.values():
             for s in a.streams:
@@ -103,6 +119,16 @@ class TopicMap:
     def is_own(self, topic: str) -> bool:
         """True for the engine's own status, heartbeat, command and actuator topics."""
         return topic.startswith(self.own_prefix) or topic in self.own
+
+    def is_not_owned(self, topic: str) -> bool:
+        """True for a topic of an asset that another gateway of the fleet runs."""
+        levels = topic.split("/")
+        return (
+            bool(self.unowned)
+            and len(levels) == len(self.levels)
+            and 0 <= self._asset_level
+            and levels[self._asset_level] in self.unowned
+        )
 
     def topic_for(self, site: str, asset: str, stream: str) -> str:
         """The topic one stream is published on."""
@@ -196,7 +222,7 @@ class MqttSource(Source):
         self.path = f"sources.{name}"
         self.topics = TopicMap(str(o.get("topic_template", DEFAULT_TEMPLATE)), config)
         self.qos = int(o.get("qos", 1))
-        self.client_id = str(o.get("client_id", f"machinewatch-{config.engine.site}"))
+        self.client_id = mqtt_client_id(o, config, f"machinewatch-{config.engine.site}")
         self.clean_session = bool(o.get("clean_session", False))
         self.max_queued = int(o.get("max_queued_messages", 20000))
         self.max_payload = int(o.get("max_payload_bytes", MAX_PAYLOAD_BYTES))
@@ -247,6 +273,8 @@ class MqttSource(Source):
         if sid is None:
             if self.topics.is_own(topic):
                 return None
+            if self.topics.is_not_owned(topic):
+                return Rejected("fleet", "not_owned", topic[:120])
             return Rejected("unknown", "unknown_topic", topic[:120])
         try:
             d = decode_payload(payload, self.max_payload)
@@ -289,7 +317,8 @@ class MqttSource(Source):
         while True:
             try:
                 async with self.client_factory(**kw) as client:
-                    await client.subscribe(self.topics.subscription, qos=self.qos)
+                    for sub in self.topics.subscriptions:
+                        await client.subscribe(sub, qos=self.qos)
                     self.connects += 1
                     self.backoff.reset()
                     log.info(
@@ -297,7 +326,7 @@ class MqttSource(Source):
                         self.name,
                         kw["hostname"],
                         kw["port"],
-                        self.topics.subscription,
+                        " ".join(self.topics.subscriptions),
                         self.qos,
                     )
                     queue = self._queue_cls.last  # type: ignore[attr-defined]

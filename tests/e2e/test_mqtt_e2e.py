@@ -120,7 +120,7 @@ class Watch:
         return [json.loads(p) for _, t, p, _ in self.msgs if t == f"machinewatch/s1/{asset}/command"]
 
     def status(self) -> list[bytes]:
-        return [p for _, t, p, _ in self.msgs if t.endswith("/_engine/status")]
+        return [p for _, t, p, _ in self.msgs if "/_engine/" in t and t.endswith("/status")]
 
 
 @contextlib.asynccontextmanager
@@ -130,7 +130,7 @@ async def watch(port: int) -> AsyncIterator[Watch]:
     async def run() -> None:
         async with aiomqtt.Client("127.0.0.1", port, identifier="e2e-watch") as c:
             await c.subscribe("machinewatch/s1/+/command", qos=1)
-            await c.subscribe("machinewatch/s1/_engine/status", qos=1)
+            await c.subscribe("machinewatch/s1/_engine/+/status", qos=1)
             async for m in c.messages:
                 w.msgs.append((time.monotonic(), str(m.topic), bytes(m.payload), m.retain))  # type: ignore[arg-type]
 
