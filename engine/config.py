@@ -458,7 +458,9 @@ def _parse_stream(c: _Checker, name: str, t: Mapping[str, Any], p: str) -> Strea
     units = c.get(t, "units", p, str, "") or ""
     gap = c.get(t, "gap_tolerance_samples", p, int, d.gap_tolerance_samples, check=_non_negative)
     clip = c.get(t, "clip_level", p, float, 0.0, check=_non_negative)
-    flat = c.get(t, "flatline_p2p", p, float, d.flatline_p2p, check=_non_negative)
+    # a negative flatline_p2p turns the check off (a window's peak-to-peak is never below 0): for
+    # coarse PLC values that may legitimately hold still for a whole window
+    flat = c.get(t, "flatline_p2p", p, float, d.flatline_p2p)
     stale = c.get(t, "stale_after_s", p, float, d.stale_after_s, check=_positive)
     if kind is None or rate is None or win is None or hop is None:
         return None
