@@ -13,6 +13,13 @@ in arrival order, and one cursor per sink: the id of the last record that sink a
   overhead): when a put would exceed it, the *oldest* records are dropped and counted
   (``dropped_overflow``, persisted in the file so it survives restarts). Monitoring never waits
   for the database.
+- A full disk is the same policy: when a put fails with ``SQLITE_FULL``, the oldest records are
+  dropped in growing batches (counted in the same ``dropped_overflow``) and the put is retried
+  in the pages they freed (SQLite reuses freed pages inside the file; no VACUUM). Only when
+  nothing is left to drop is the put refused (:class:`SpoolError`, the caller counts it). The
+  WAL is kept small (checkpoint every :data:`WAL_PAGES` pages) so the growth is in the database
+  file, where freed pages are reused: with SQLite's default 1000-page WAL a 256 KiB disk held
+  20 records in a 220 KiB WAL and nothing could be dropped to make room.
 - At open, a file that is not a database, or fails SQLite's ``quick_check``, is moved aside to
   ``<name>.corrupt-<unix time>`` and a fresh spool is created; every record that can still be
   read from the bad file (and decodes) is copied over, in order.
@@ -37,8 +44,19 @@ fsync, so callers on the event loop batch their records.
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_MAX_BYTES", "Record", "Spool", "SpoolStats", "decode_record", "encode_record"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "MIN_FREE_BYTES",
+    "WAL_PAGES",
+    "Record",
+    "Spool",
+    "SpoolStats",
+    "decode_record",
+    "disk_full",
+    "encode_record",
+]
 
+import contextlib
 import json
 import logging
 import os
@@ -63,6 +81,13 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 #: bytes counted per row on top of its body (row header, index entry, id): keeps the bound honest
 #: for many tiny records
 ROW_OVERHEAD = 48
+#: WAL pages before an automatic checkpoint (SQLite's default is 1000, i.e. 4 MiB of WAL)
+WAL_PAGES = 8
+#: free space the spool leaves on its disk by default: room for a full WAL and for the checkpoint
+#: that copies it back into the file, so the transactions that drop records can always be written
+MIN_FREE_BYTES = 2 * WAL_PAGES * 4096
+#: on a full disk: rounds of dropping the oldest records (doubling the batch) before a put is refused
+_FULL_ROUNDS = 10
 _KINDS: dict[str, type[Any]] = {"s": Summary, "a": AlarmEvent, "h": HealthSample}
 #: a stored row: id, wall time (ns), kind, body
 _Row = tuple[int, int, str, bytes]
@@ -132,16 +157,27 @@ class Spool:
         Names of the consumers; each has its own cursor.
     max_bytes
         Bound on the stored records (see the module docstring); oldest dropped beyond it.
+    min_free_bytes
+        Free space the spool leaves on its disk: oldest records are dropped (counted) rather
+        than growing the file into it. The headroom lets SQLite write the transactions that
+        drop records even when the disk is full; 0 turns the check off.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], sinks: Sequence[str], max_bytes: int = DEFAULT_MAX_BYTES
+        self,
+        path: str | os.PathLike[str],
+        sinks: Sequence[str],
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        min_free_bytes: int = MIN_FREE_BYTES,
     ) -> None:
         if max_bytes <= 0:
             raise SpoolError(f"spool max_bytes must be > 0, got {max_bytes}")
+        if min_free_bytes < 0:
+            raise SpoolError(f"spool min_free_bytes must be >= 0, got {min_free_bytes}")
         self.path = Path(path)
         self.sinks = list(sinks)
         self.max_bytes = int(max_bytes)
+        self.min_free_bytes = int(min_free_bytes)
         self.quarantined = 0
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,6 +195,7 @@ class Spool:
         self._init_cursors()
         self._bytes, self._records = self._measure()
         self._dropped = self._meta("dropped_overflow")
+        self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
 
     # -- opening, checking, quarantine --------------------------------------------------------
 
@@ -166,6 +203,9 @@ class Spool:
         db = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
+        db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+        # a WAL that one large transaction grew is cut back after the next checkpoint
+        db.execute(f"PRAGMA journal_size_limit={4 * WAL_PAGES * 4096}")
         db.executescript(_SCHEMA)
         return db
 
@@ -240,8 +280,9 @@ class Spool:
     def put(self, records: Iterable[Record]) -> int:
         """Store records durably (one fsync'ed commit); return how many were stored.
 
-        When the bound is exceeded the oldest records are dropped (counted) to make room; a
-        batch larger than the whole bound keeps only its newest records.
+        When the bound is exceeded, or the disk would keep less than ``min_free_bytes`` free,
+        the oldest records are dropped (counted) to make room; a batch larger than the whole
+        bound keeps only its newest records. On a full disk see :meth:`_put_on_full_disk`.
         """
         if not self.sinks:  # nobody would ever take them
             return 0
@@ -249,48 +290,149 @@ class Spool:
         if not enc:
             return 0
         now = time.time_ns()
-        size = sum(len(b) + ROW_OVERHEAD for _, b in enc)
+        rows = [(now, k, b) for k, b in enc]
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(
-                    "INSERT INTO records (wall_ns, kind, body) VALUES (?, ?, ?)",
-                    [(now, k, b) for k, b in enc],
-                )
-                self._bytes += size
-                self._records += len(enc)
-                if self._bytes > self.max_bytes:
-                    self._drop_oldest()
-                self._db.execute("COMMIT")
+                make_room, tight = self._room_to_make(rows)
+                self._insert(rows, make_room)
+                if tight:
+                    # near full: copy the WAL back now, so if something else takes the last free
+                    # bytes, no committed frame still needs the file to grow, and the WAL's own
+                    # blocks can be reused by the transactions that drop records
+                    self._checkpoint()
+                return len(rows)
             except sqlite3.Error as exc:
                 self._rollback()
-                self._bytes, self._records = self._measure()
-                raise SpoolError(f"spool {self.path}: cannot store {len(enc)} record(s): {exc}") from exc
-        return len(enc)
+                self._resync()
+                if not disk_full(exc):
+                    raise SpoolError(f"spool {self.path}: cannot store {len(enc)} record(s): {exc}") from exc
+                err = exc
+            return self._put_on_full_disk(rows, err)
 
-    def _drop_oldest(self) -> None:
-        """Delete oldest rows until the bound holds (inside the caller's transaction)."""
-        excess = self._bytes - self.max_bytes
-        rows = self._db.execute("SELECT id, LENGTH(body) FROM records ORDER BY id")
-        last_id, freed, n = 0, 0, 0
-        for rid, ln in rows:
-            if freed >= excess:
+    def _insert(self, rows: list[tuple[int, str, bytes]], make_room: int = 0) -> None:
+        """One committed transaction: ``make_room`` bytes of the oldest records dropped first
+        (their pages are reused by the rows in the same transaction), the rows, the byte bound."""
+        self._db.execute("BEGIN IMMEDIATE")
+        if make_room > 0:
+            self._delete_oldest(max_bytes=make_room, why="disk")
+        self._db.executemany("INSERT INTO records (wall_ns, kind, body) VALUES (?, ?, ?)", rows)
+        self._bytes += sum(len(b) + ROW_OVERHEAD for _, _, b in rows)
+        self._records += len(rows)
+        if self._bytes > self.max_bytes:
+            self._delete_oldest(max_bytes=self._bytes - self.max_bytes, why="bound")
+        self._db.execute("COMMIT")
+
+    def _room_to_make(self, rows: list[tuple[int, str, bytes]]) -> tuple[int, bool]:
+        """Bytes of old records to drop so that storing ``rows`` leaves ``min_free_bytes`` free,
+        and whether the disk is nearly full (less than twice that free).
+
+        Pages on the file's free list (freed by acknowledged or dropped records) are used first;
+        only growth of the file counts against the free space. ``(0, False)`` on a roomy disk
+        (one statvfs).
+        """
+        if not self.min_free_bytes:
+            return 0, False
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return 0, False
+        free = st.f_bavail * st.f_frsize
+        # a stored record costs about its body plus the page slack of the b-tree: count 2x, plus
+        # a few pages of index and meta updates
+        need = 2 * sum(len(b) + ROW_OVERHEAD for _, _, b in rows) + 4 * self._page_size
+        if free - need >= 2 * self.min_free_bytes:
+            return 0, False
+        reusable = int(self._db.execute("PRAGMA freelist_count").fetchone()[0]) * self._page_size
+        grow = max(0, need - reusable)
+        short = self.min_free_bytes - (free - grow)
+        return (grow if short > 0 and grow > 0 else 0), True
+
+    def _resync(self) -> None:
+        """After a rollback: the counts as the file has them."""
+        self._bytes, self._records = self._measure()
+        self._dropped = self._meta("dropped_overflow")
+
+    def _put_on_full_disk(self, rows: list[tuple[int, str, bytes]], err: sqlite3.Error) -> int:
+        """The disk is full (something else took the reserve): drop the oldest records and retry.
+
+        The batch dropped doubles each round (from the size of the put, at least 8 records), so
+        a put needs a few rounds at most; the put is refused (:class:`SpoolError`) only when
+        nothing is left to drop or dropping itself cannot be written.
+        """
+        batch = max(8, len(rows))
+        for _ in range(_FULL_ROUNDS):
+            self._checkpoint()  # a WAL fully copied back is reused from its start: no new blocks
+            if not self._drop_batch(batch):
                 break
-            last_id, freed, n = rid, freed + ln + ROW_OVERHEAD, n + 1
-        rows.close()
-        if n:
-            self._db.execute("DELETE FROM records WHERE id <= ?", (last_id,))
-            self._dropped += n
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('dropped_overflow', ?)", (self._dropped,))
-            self._bytes -= freed
-            self._records -= n
+            self._checkpoint()
+            try:
+                self._insert(rows)
+                return len(rows)
+            except sqlite3.Error as exc:
+                self._rollback()
+                self._resync()
+                if not disk_full(exc):
+                    raise SpoolError(f"spool {self.path}: cannot store {len(rows)} record(s): {exc}") from exc
+                err = exc
+            batch *= 2
+        raise SpoolError(
+            f"spool {self.path}: disk full and nothing left to drop, {len(rows)} record(s) refused: {err}"
+        ) from err
+
+    def _drop_batch(self, n: int) -> bool:
+        """Drop the ``n`` oldest records (counted) in one commit; False when none or it failed."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            dropped = self._delete_oldest(max_rows=n, why="disk")
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            self._resync()
             _rl.warning(
-                f"full:{self.path}",
-                "spool %s full (%d bytes): dropping the oldest records (%d so far)",
-                self.path,
-                self.max_bytes,
-                self._dropped,
+                f"dropfail:{self.path}", "spool %s: disk full, cannot drop records: %s", self.path, exc
             )
+            return False
+        return dropped > 0
+
+    def _checkpoint(self, mode: str = "PASSIVE") -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+
+    def _delete_oldest(self, *, max_bytes: int = 0, max_rows: int = 0, why: str) -> int:
+        """Delete the oldest rows (inside the caller's transaction), counted; return how many.
+
+        ``max_bytes``: rows until that many bytes (as the bound counts them) are freed;
+        ``max_rows``: that many rows.
+        """
+        if max_rows:
+            last, n, body = self._db.execute(
+                "SELECT MAX(id), COUNT(*), COALESCE(SUM(LENGTH(body)), 0) "
+                "FROM (SELECT id, body FROM records ORDER BY id LIMIT ?)",
+                (max_rows,),
+            ).fetchone()
+            last, n, freed = int(last or 0), int(n), int(body) + ROW_OVERHEAD * int(n)
+        else:
+            cur = self._db.execute("SELECT id, LENGTH(body) FROM records ORDER BY id")
+            last, freed, n = 0, 0, 0
+            for rid, ln in cur:
+                if freed >= max_bytes:
+                    break
+                last, freed, n = rid, freed + ln + ROW_OVERHEAD, n + 1
+            cur.close()
+        if not n:
+            return 0
+        self._db.execute("DELETE FROM records WHERE id <= ?", (last,))
+        self._dropped += n
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('dropped_overflow', ?)", (self._dropped,))
+        self._bytes -= freed
+        self._records -= n
+        if why == "bound":
+            msg = "spool %s full (%d bytes): dropping the oldest records (%d so far)"
+            _rl.warning(f"full:{self.path}", msg, self.path, self.max_bytes, self._dropped)
+        else:
+            msg = "spool %s: disk (nearly) full, < %d bytes free: dropping the oldest records (%d so far)"
+            _rl.warning(f"diskfull:{self.path}", msg, self.path, self.min_free_bytes, self._dropped)
+        return n
 
     def peek(self, sink: str, limit: int) -> list[tuple[int, Record]]:
         """Up to ``limit`` records ``sink`` has not acknowledged, oldest first, with their ids.
@@ -313,16 +455,29 @@ class Spool:
         return out
 
     def ack(self, sink: str, up_to_id: int) -> None:
-        """``sink`` acknowledged every record up to ``up_to_id``; free what everyone has."""
+        """``sink`` acknowledged every record up to ``up_to_id``; free what everyone has.
+
+        On a full disk the WAL is checkpointed and the ack tried once more; if it still fails
+        (:class:`SpoolError`) the batch stays unacknowledged and is sent again later, which
+        overwrites the same points.
+        """
         with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute("UPDATE cursors SET acked = MAX(acked, ?) WHERE sink = ?", (up_to_id, sink))
-                self._gc()
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._rollback()
-                raise SpoolError(f"spool {self.path}: cannot acknowledge for {sink}: {exc}") from exc
+            for attempt in (1, 2):
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    self._db.execute(
+                        "UPDATE cursors SET acked = MAX(acked, ?) WHERE sink = ?", (up_to_id, sink)
+                    )
+                    self._gc()
+                    self._db.execute("COMMIT")
+                    return
+                except sqlite3.Error as exc:
+                    self._rollback()
+                    self._bytes, self._records = self._measure()
+                    if attempt == 1 and disk_full(exc):
+                        self._checkpoint()
+                        continue
+                    raise SpoolError(f"spool {self.path}: cannot acknowledge for {sink}: {exc}") from exc
 
     def _gc(self) -> None:
         row = self._db.execute("SELECT MIN(acked) FROM cursors").fetchone()
@@ -397,6 +552,14 @@ class Spool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether an SQLite error means the disk (or the file size limit) is full."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_FULL:
+        return True
+    return "disk is full" in str(exc)
 
 
 def _salvage(path: Path) -> tuple[list[_Row], dict[str, int]]:

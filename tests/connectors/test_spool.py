@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from machinewatch.engine.errors import SpoolError
 from machinewatch.engine.health import HealthSample
-from machinewatch.engine.spool import Spool, decode_record, encode_record
+from machinewatch.engine.spool import WAL_PAGES, Spool, decode_record, disk_full, encode_record
 from machinewatch.engine.types import AlarmEvent, Summary
 
 T0 = 1_700_000_000_000_000_000
@@ -174,3 +176,76 @@ def test_kill_9_loses_nothing_committed(tmp_path: Path) -> None:
     assert len(got) >= acknowledged + 1
     assert got == list(range(len(got)))
     sp.close()
+
+
+# ----------------------------------------------------------------------------- disk full
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs (``mount`` needs root; skipped without)."""
+    d = tmp_path / "tiny"
+    d.mkdir()
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(d)], capture_output=True, text=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {r.stderr.strip()}")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def _ledger(sp: Spool, n_put: int) -> list[int]:
+    ids = [r.t_ns for _, r in sp.peek("influx", 10**6) if isinstance(r, Summary)]
+    st = sp.stats()
+    assert st.records + st.dropped_overflow == n_put, "put = kept + dropped by the policy"
+    idx = [(t - T0) // 10**10 for t in ids]
+    assert idx == list(range(n_put - len(idx), n_put)), "the newest are kept, in order, without a hole"
+    return idx
+
+
+def test_disk_full_drops_the_oldest_and_keeps_the_newest(tiny_disk: Path) -> None:
+    """The spool alone fills a 256 KiB disk: every put is stored, the oldest are dropped (counted)."""
+    sp = Spool(tiny_disk / "spool.db", ["influx"])
+    n = 1500
+    for i in range(n):
+        assert sp.put([summ(i)]) == 1
+    kept = _ledger(sp, n)
+    assert 50 < len(kept) < n
+    # the WAL stays small: growth is in the file, whose freed pages are reused
+    assert (tiny_disk / "spool.db-wal").stat().st_size <= 4 * WAL_PAGES * 4096
+    sp.close()
+
+
+def test_disk_filled_by_another_file(tiny_disk: Path) -> None:
+    """A log file grows beside the spool until the disk is full: puts go on, oldest dropped."""
+    sp = Spool(tiny_disk / "spool.db", ["influx"])
+    for i in range(100):
+        sp.put([summ(i)])
+    fd = os.open(tiny_disk / "other.log", os.O_WRONLY | os.O_CREAT)
+    full = 0
+    try:
+        for i in range(100, 1000):
+            try:
+                os.write(fd, b"x" * 2048)
+            except OSError:
+                full += 1
+            assert sp.put([summ(i)]) == 1
+    finally:
+        os.close(fd)
+    assert full > 100, "the other file did fill the disk"
+    assert shutil.disk_usage(tiny_disk).free < 8192
+    kept = _ledger(sp, 1000)
+    assert len(kept) > 10
+    sp.close()
+    back = Spool(tiny_disk / "spool.db", ["influx"])  # reopens on the full disk, counts kept
+    assert back.stats().dropped_overflow == 1000 - len(kept)
+    back.close()
+
+
+def test_disk_full_error_is_recognised() -> None:
+    err = sqlite3.OperationalError("database or disk is full")
+    assert disk_full(err)
+    assert not disk_full(sqlite3.OperationalError("no such table: x"))
