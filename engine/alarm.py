@@ -32,6 +32,7 @@ __all__ = [
     "atomic_write_json",
 ]
 
+import contextlib
 import json
 import logging
 import os
@@ -309,15 +310,22 @@ def atomic_write_json(path: Path, obj: Any, fsync: bool = True) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    data = json.dumps(obj, sort_keys=True).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    data = memoryview(json.dumps(obj, sort_keys=True).encode())
     try:
-        os.write(fd, data)
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            while data:  # os.write may write part of it (a nearly full disk): the rest raises ENOSPC
+                data = data[os.write(fd, data) :]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        # a full disk: the old file stays as it was, and no half-written temp file keeps eating it
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     if not fsync:
         return
     dfd = os.open(path.parent, os.O_RDONLY)

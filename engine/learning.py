@@ -41,7 +41,12 @@ class ModelStore:
     def save(self, asset: str, learned: LearnedModel) -> Path:
         """Persist ``learned`` as the asset's current model; the old current becomes previous."""
         d = self.asset_dir(asset)
-        save_model(d / "next", learned.model, learned.threshold, asset=asset, **dict(learned.info))
+        try:
+            save_model(d / "next", learned.model, learned.threshold, asset=asset, **dict(learned.info))
+        except OSError:
+            for ext in (".npz", ".json"):  # a full disk: current and previous stay as they were
+                (d / f"next{ext}").unlink(missing_ok=True)
+            raise
         if (d / "current.json").exists():
             for ext in (".npz", ".json"):
                 os.replace(d / f"current{ext}", d / f"previous{ext}")

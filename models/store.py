@@ -60,11 +60,15 @@ def _paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk: no half-written file left to eat it
+        raise
 
 
 def save_model(path: str | os.PathLike[str], model: AnomalyModel, threshold: float, **meta: Any) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from machinewatch.engine.alarm import AlarmMachine
 from machinewatch.engine.config import AlarmConfig
 
@@ -170,3 +172,43 @@ def test_quality_alarm_never_moves_machine_alarm() -> None:
     q.update("flatline")
     q.stale(100.0)
     assert m.state == "NORMAL"
+
+
+def test_atomic_write_on_a_full_disk_keeps_the_last_good_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A short write then ENOSPC (a nearly full disk): the old file stays whole, no temp file left."""
+    import errno
+    import json
+    import os
+    from typing import Any
+
+    from machinewatch.engine import alarm as alarm_mod
+
+    store = AlarmStore(tmp_path)
+    m = AlarmMachine(AlarmConfig(on_delay_windows=1, off_delay_windows=1, latching=True), "NORMAL")
+    run(m, [2, 0.0])
+    assert store.save({"p1": m})
+    good = store.path.read_bytes()
+    real_write = os.write
+    calls = {"n": 0}
+
+    def full_write(fd: int, data: Any) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real_write(fd, bytes(data[: len(data) // 2]))  # the disk takes half of it
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(alarm_mod.os, "write", full_write)
+    m.acknowledge("op")
+    try:
+        store.save({"p1": m})
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    else:
+        raise AssertionError("a failed write must raise (the engine counts it)")
+    monkeypatch.undo()
+    assert calls["n"] == 2, "the rest of a short write is written, not dropped"
+    assert store.path.read_bytes() == good and json.loads(good)["assets"]["p1"]["state"] == "ALARM"
+    assert [p.name for p in tmp_path.iterdir()] == ["alarms.json"], "no temp file left behind"
+    assert store.load()["p1"]["acked"] is False
