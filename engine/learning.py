@@ -125,8 +125,13 @@ def restore_models(hot: object, store: ModelStore) -> list[str]:
     return done
 
 
-def save_learned(hot: object, store: ModelStore, assets: list[str]) -> None:
-    """Persist the freshly learned models of ``assets`` (errors are logged, never raised)."""
+def save_learned(hot: object, store: ModelStore, assets: list[str]) -> int:
+    """Persist the freshly learned models of ``assets``; return how many could not be saved.
+
+    Errors (a full disk) are logged, never raised: the model in memory goes on scoring, and
+    the asset learns again after a restart.
+    """
+    failed = 0
     for name in assets:
         learned = hot.scorers[name].learned  # type: ignore[attr-defined]
         if learned is None:
@@ -134,4 +139,6 @@ def save_learned(hot: object, store: ModelStore, assets: list[str]) -> None:
         try:
             store.save(name, learned)
         except (OSError, ModelError) as exc:
+            failed += 1
             log.error("asset %s: could not persist the learned model: %s", name, exc)
+    return failed

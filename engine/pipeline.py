@@ -297,7 +297,7 @@ class Engine:
 
     def _dispatch(self, out: Outputs) -> None:
         if out.learned:
-            save_learned(self.hot, self.models, out.learned)
+            self.counters["state_write_errors"] += save_learned(self.hot, self.models, out.learned)
             # fitting imported scikit-learn and built the model: long-lived from now on, so out of
             # the cyclic collector's reach too (a full collection that scanned them paused the
             # loop ~47 ms, bench/e2e_latency.py --trace-stages); freeze() alone costs no pause
@@ -370,7 +370,8 @@ class Engine:
         if alarms is not None:
             try:
                 self.alarm_store.save_snapshots(alarms)
-            except OSError as exc:
+            except OSError as exc:  # a full disk: alarms.json keeps its last good content
+                self.counters["state_write_errors"] += 1
                 self._rl.warning("alarm-store", "cannot persist alarm state: %s", exc)
         if not records or self.spool is None:
             return False
@@ -436,7 +437,16 @@ class Engine:
                     await asyncio.wait_for(self._closed.wait(), min(delay, 300.0))
                 continue
             backoff = 0.5
-            spool.ack(sink.name, batch[-1][0])
+            try:
+                spool.ack(sink.name, batch[-1][0])
+            except SpoolError as exc:  # a full disk: the batch is sent again later (same points)
+                self.counters["spool_errors"] += 1
+                self._rl.warning("spool-ack", "%s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closed.wait(), 1.0)
+                if self._closing:
+                    return
+                continue
             self.counters[f"sink_written_{sink.name}"] += len(batch)
 
     async def _actuate(
@@ -629,7 +639,13 @@ class Engine:
                     )
             for cmd in self.commands.take():
                 self.command(cmd)
-            with contextlib.suppress(OSError):
-                atomic_write_json(counters_path, self.counters_snapshot(), fsync=False)
-        with contextlib.suppress(OSError):
-            atomic_write_json(counters_path, self.counters_snapshot(), fsync=False)
+            self._write_counters(counters_path)
+        self._write_counters(counters_path)
+
+    def _write_counters(self, path: Any) -> None:
+        """The informative counters file; a failure (a full disk) is counted, never fatal."""
+        try:
+            atomic_write_json(path, self.counters_snapshot(), fsync=False)
+        except OSError as exc:
+            self.counters["state_write_errors"] += 1
+            self._rl.warning("counters-file", "cannot write %s: %s", path, exc)
