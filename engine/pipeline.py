@@ -391,6 +391,7 @@ class Engine:
                 await asyncio.wait_for(self._closed.wait(), cfg.health_interval_s)
             if not self._closed.is_set():
                 self._spool_put([HealthSample(cfg.site, time.time_ns(), engine_metrics(self))])
+                self.counters["health_samples"] += 1  # the spool ledger: summaries + events + these
 
     async def _sink_task(self, sink: Sink) -> None:
         """Spool -> sink: a batch leaves the spool only once the sink acknowledged it.
