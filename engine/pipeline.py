@@ -441,7 +441,7 @@ class Engine:
             try:
                 spool.ack(sink.name, batch[-1][0])
             except SpoolError as exc:  # a full disk: the batch is sent again later (same points)
-                self.counters["spool_errors"] += 1
+                self.counters["spool_ack_errors"] += 1
                 self._rl.warning("spool-ack", "%s", exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closed.wait(), 1.0)
