@@ -336,7 +336,7 @@ def _check_model(name: str, cls: Any) -> list[str]:
 
     rng = np.random.default_rng(0)
     f = 4
-    train = rng.normal(size=(240, f)) @ (np.eye(f) + 0.3) + 5.0
+    train = rng.normal(size=(120, f)) @ (np.eye(f) + 0.3) + 5.0
     names = tuple(f"s.f{i}" for i in range(f))
     model = step("cls()", cls)
     if model is None:
@@ -353,7 +353,7 @@ def _check_model(name: str, cls: Any) -> list[str]:
         return problems
     if fitted is not model:
         problems.append("fit() does not return self")
-    healthy = train[:100]
+    healthy = train[:60]
     outlier = healthy[:5].copy()
     outlier[:, 1] += 12.0 * train[:, 1].std()
     forms = [model]

@@ -16,6 +16,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -64,9 +65,23 @@ def _oven_log() -> str:
     return "\n".join(lines) + "\n"
 
 
+class _Job:
+    """One subprocess writing to files (no pipe can fill up while another test runs)."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str], tag: str) -> None:
+        self.cwd = cwd
+        self.out, self.err = cwd.parent / f"{tag}.out", cwd.parent / f"{tag}.err"
+        with self.out.open("w") as out, self.err.open("w") as err:
+            self.proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=err, text=True)
+
+    def result(self) -> tuple[int, str, str]:
+        rc = self.proc.wait(timeout=300)
+        return rc, self.out.read_text(), self.err.read_text()
+
+
 @pytest.fixture(scope="module")
-def run(installed: tuple[Path, Path, dict[str, str]]) -> tuple[Path, str]:
-    """``machinewatch run example.toml`` in a folder holding the example config and an oven log."""
+def jobs(installed: tuple[Path, Path, dict[str, str]]) -> Iterator[dict[str, _Job]]:
+    """The three subprocesses of this module, started together (they overlap on a 2-core box)."""
     _, src, env = installed
     work = src.parent / "run"
     work.mkdir()
@@ -74,27 +89,37 @@ def run(installed: tuple[Path, Path, dict[str, str]]) -> tuple[Path, str]:
     assert "# start_ns = 0" in text
     (work / "example.toml").write_text(text.replace("# start_ns = 0", f"start_ns = {START_NS}"))
     (work / "oven.log").write_text(_oven_log())
-    proc = subprocess.run(
-        [*MW, "run", "example.toml"], capture_output=True, text=True, timeout=300, cwd=work, env=env
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return work / "machinewatch-example" / "machinewatch.db", proc.stderr
+    started = {
+        "run": _Job([*MW, "run", "example.toml"], work, env, "run"),
+        "plugins": _Job(
+            [*MW, "plugins", "--check", "--json", "--config", "example.toml", "example-lines"],
+            src,
+            env,
+            "plugins",
+        ),
+        "pytest": _Job(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], src, env, "pytest"
+        ),
+    }
+    yield started
+    for job in started.values():
+        if job.proc.poll() is None:
+            job.proc.kill()
+            job.proc.wait()
 
 
-def test_plugins_command_finds_and_checks_the_installed_plugin(
-    installed: tuple[Path, Path, dict[str, str]],
-) -> None:
-    _, src, env = installed
-    proc = subprocess.run(
-        [*MW, "plugins", "--check", "--json", "--config", "example.toml", "example-lines"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=src,
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    out = json.loads(proc.stdout)
+@pytest.fixture(scope="module")
+def run(jobs: dict[str, _Job]) -> tuple[Path, str]:
+    """``machinewatch run example.toml`` in a folder holding the example config and an oven log."""
+    rc, _, err = jobs["run"].result()
+    assert rc == 0, err[-3000:]
+    return jobs["run"].cwd / "machinewatch-example" / "machinewatch.db", err
+
+
+def test_plugins_command_finds_and_checks_the_installed_plugin(jobs: dict[str, _Job]) -> None:
+    rc, stdout, stderr = jobs["plugins"].result()
+    assert rc == 0, stdout + stderr[-3000:]
+    out = json.loads(stdout)
     assert out["plugins"] == [
         {
             "group": "sources",
@@ -137,15 +162,7 @@ def test_stream_down_and_machine_alarm_reach_the_database(run: tuple[Path, str])
     assert machine[0]["time_ns"] > START_NS + STEP_LINE * 1_000_000_000  # and no alarm before the step
 
 
-def test_example_package_own_tests_pass(installed: tuple[Path, Path, dict[str, str]]) -> None:
-    _, src, env = installed
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=src,
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert re.search(r"\b4 passed\b", proc.stdout), proc.stdout[-2000:]
+def test_example_package_own_tests_pass(jobs: dict[str, _Job]) -> None:
+    rc, stdout, stderr = jobs["pytest"].result()
+    assert rc == 0, stdout[-3000:] + stderr[-2000:]
+    assert re.search(r"\b4 passed\b", stdout), stdout[-2000:]
