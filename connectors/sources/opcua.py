@@ -518,10 +518,10 @@ class OpcuaSource(Source):
             client.set_user(str(o["username"]))
             client.set_password(resolve_secret(o, "password", self.path) or "")
         if self.policy != "None":
-            files = {k: _read(o, k, self.path) for k in ("certificate_file", "private_key_file")}
-            server_cert = (
-                _read(o, "server_certificate_file", self.path) if o.get("server_certificate_file") else None
-            )
+            # paths, not bytes: asyncua tells PEM from DER by the file name's ending
+            files = {k: _readable(o, k, self.path) for k in ("certificate_file", "private_key_file")}
+            pinned = o.get("server_certificate_file")
+            server_cert = _readable(o, "server_certificate_file", self.path) if pinned else None
             await client.set_security(
                 getattr(security_policies, f"SecurityPolicy{self.policy}"),
                 certificate=files["certificate_file"],
@@ -642,10 +642,11 @@ def _describe(exc: BaseException) -> str:
     return (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)[:160]
 
 
-def _read(options: Mapping[str, Any], key: str, path: str) -> bytes:
-    """A certificate or key file's bytes; a :class:`ConfigError` naming the key if unreadable."""
+def _readable(options: Mapping[str, Any], key: str, path: str) -> str:
+    """A certificate or key file's path, checked readable; a :class:`ConfigError` naming the key if not."""
     try:
-        return Path(str(options[key])).read_bytes()
+        with Path(str(options[key])).open("rb"):
+            return str(options[key])
     except OSError as exc:
         raise ConfigError([ConfigProblem(f"{path}.{key}", f"cannot read {options[key]!r}: {exc}")]) from exc
 
