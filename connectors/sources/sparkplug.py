@@ -18,7 +18,7 @@ Options
     # rebirth = false            # ask the edge node for its BIRTH (NCMD "Node Control/Rebirth") when
     #                            # DATA comes before a BIRTH or names an unknown alias
     # rebirth_interval_s = 10    # at most one rebirth request per edge node within this
-    # client_id = "machinewatch-<site>-<source name>"
+    # client_id = "machinewatch-<site>-<source name>-<gateway>"   unique per gateway (engine.fleet)
     # max_queued_messages = 20000
     # max_payload_bytes = 4194304
     # max_metrics = 100000       # metrics in one payload
@@ -76,6 +76,7 @@ from machinewatch.connectors.sources.mqtt import CountingQueue
 from machinewatch.engine.codecs import T_MAX_NS, T_MIN_NS
 from machinewatch.engine.config import Config, _Checker
 from machinewatch.engine.errors import ConfigError, ConfigProblem, PayloadError
+from machinewatch.engine.fleet import mqtt_client_id
 from machinewatch.engine.logutil import RateLimitedLog
 from machinewatch.engine.sparkplug import (
     MAX_METRICS,
@@ -177,7 +178,8 @@ class SparkplugSource(Source):
     ----------
     name, options, config
         As for every connector. A ``stream`` the config does not have, or one with more than one
-        channel, is a :class:`ConfigError` naming its key path.
+        channel, is a :class:`ConfigError` naming its key path (:meth:`validate_config`). Metrics
+        of assets another gateway of the fleet runs are left out.
     client_factory
         Makes the ``aiomqtt.Client``-like client from keyword arguments (tests may pass a fake).
     clock
@@ -199,7 +201,7 @@ class SparkplugSource(Source):
         self.qos = int(o.get("qos", 1))
         self.rebirth = bool(o.get("rebirth", False))
         self.rebirth_interval_s = float(o.get("rebirth_interval_s", 10.0))
-        self.client_id = str(o.get("client_id", f"machinewatch-{config.engine.site}-{name}"))
+        self.client_id = mqtt_client_id(o, config, f"machinewatch-{config.engine.site}-{name}")
         self.max_queued = int(o.get("max_queued_messages", 20000))
         self.max_payload = int(o.get("max_payload_bytes", MAX_PAYLOAD_BYTES))
         self.max_metrics = int(o.get("max_metrics", MAX_METRICS))
@@ -207,26 +209,19 @@ class SparkplugSource(Source):
         self.backoff = Backoff(float(o.get("reconnect_min_s", 0.1)), float(o.get("reconnect_max_s", 2.0)))
         self.client_factory = client_factory
         self.clock = clock
-        #: (edge_node, device or None, metric name) -> where it goes
-        self.map: dict[tuple[str, str | None, str], MetricMap] = {}
-        self._rates: dict[str, float] = {}
-        probs: list[ConfigProblem] = []
-        for i, t in enumerate(o.get("metrics", [])):
-            sid = str(t["stream"])
-            try:
-                _, s = config.stream(sid)
-            except KeyError:
-                probs.append(ConfigProblem(f"{self.path}.metrics[{i}].stream", f"names no stream ({sid!r})"))
-                continue
-            if s.channels != 1:
-                why = f"Sparkplug metrics are scalars; {sid!r} has {s.channels} channels"
-                probs.append(ConfigProblem(f"{self.path}.metrics[{i}].stream", why))
-                continue
-            key = (str(t["edge_node"]), t.get("device"), str(t["metric"]))
-            self.map[key] = MetricMap(sid, float(t.get("scale", 1.0)), float(t.get("offset", 0.0)))
-            self._rates[sid] = s.rate_hz
+        probs = self.validate_config(o, self.path, config)
         if probs:
             raise ConfigError(probs)
+        #: (edge_node, device or None, metric name) -> where it goes (this gateway's assets only)
+        self.map: dict[tuple[str, str | None, str], MetricMap] = {}
+        self._rates: dict[str, float] = {}
+        for t in o.get("metrics", []):
+            sid = str(t["stream"])
+            if sid.partition("/")[0] in config.unowned_assets:
+                continue  # another gateway of the fleet runs that asset
+            key = (str(t["edge_node"]), t.get("device"), str(t["metric"]))
+            self.map[key] = MetricMap(sid, float(t.get("scale", 1.0)), float(t.get("offset", 0.0)))
+            self._rates[sid] = config.stream(sid)[1].rate_hz
         self.nodes: dict[tuple[str, str], _Node] = {}
         self.streams: dict[str, _StreamState] = {sid: _StreamState() for sid in self._rates}
         #: NCMD topics waiting to be sent a rebirth request
@@ -287,6 +282,25 @@ class SparkplugSource(Source):
                 c.bad(f"{p}.stream", f"{sid!r} is already fed by {fed[sid]}")
             fed[sid] = p
         return c.problems
+
+    @classmethod
+    def validate_config(cls, options: Mapping[str, Any], path: str, config: Config) -> list[ConfigProblem]:
+        """Each mapped stream exists and is a one-channel stream (assets another gateway of the
+        fleet runs are skipped)."""
+        probs: list[ConfigProblem] = []
+        for i, t in enumerate(options.get("metrics", [])):
+            sid = str(t.get("stream", "")) if isinstance(t, dict) else ""
+            if sid.partition("/")[0] in config.unowned_assets:
+                continue
+            try:
+                _, s = config.stream(sid)
+            except KeyError:
+                probs.append(ConfigProblem(f"{path}.metrics[{i}].stream", f"names no stream ({sid!r})"))
+                continue
+            if s.channels != 1:
+                why = f"Sparkplug metrics are scalars; {sid!r} has {s.channels} channels"
+                probs.append(ConfigProblem(f"{path}.metrics[{i}].stream", why))
+        return probs
 
     @property
     def subscriptions(self) -> list[tuple[str, int]]:

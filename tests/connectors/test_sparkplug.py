@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import sqlite3
 import struct
@@ -635,12 +636,24 @@ def test_bad_options_are_config_errors_by_key_path() -> None:
         "sources.s.metrics[2].stream",  # a stream fed twice
         "sources.s.metrics[3]",
     }
+    # a stream the config lacks: found by the config loader (so `machinewatch check` says it) ...
+    with pytest.raises(ConfigError, match=r"sources\.scada\.metrics\[0\]\.stream: names no stream"):
+        config(extra='[[sources.scada.metrics]]\nedge_node = "n"\nmetric = "m"\nstream = "pump1/nope"')
+    # ... and by the constructor, for an engine built from options directly
     cfg = config()
     opts = cfg.sources["scada"].options | {
         "metrics": [{"edge_node": "n", "metric": "m", "stream": "pump1/nope"}]
     }
     with pytest.raises(ConfigError, match=r"sources\.scada\.metrics\[0\]\.stream: names no stream"):
         SparkplugSource("scada", opts, cfg)
+
+
+def test_fleet_leaves_out_other_gateways_assets() -> None:
+    cfg = config()
+    other = dataclasses.replace(cfg, assets={}, unowned_assets=("pump1",))
+    src = SparkplugSource("scada", cfg.sources["scada"].options, other)
+    assert src.map == {}
+    assert src.handle(N.format("NBIRTH"), nbirth(), (T_MS + 1000) * 10**6) == []
 
 
 # --------------------------------------------------------------------------- real Mosquitto
