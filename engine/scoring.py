@@ -2,18 +2,27 @@
 
 An :class:`AssetScorer` keeps the latest :class:`FeatureFrame` of each of its streams and,
 when the primary stream closes a window, stacks them in a fixed, named order
-(``"<stream>.<feature>"``). During ``learn`` it collects these vectors; then it fits the model
-on the first two thirds and calibrates the threshold on the held-out last third (scores of
-windows the model did not see, so the threshold is not optimistic), and monitors.
+(``"<stream>.<feature>"``). During ``learn`` it collects these vectors; then it calibrates the
+threshold on out-of-fold scores (blocked cross-fitting: every learning window is scored by a
+model fitted on the other blocks, so the threshold is not optimistic and sees the whole learning
+period, not only its last third), fits the model on every vector, and monitors.
 """
 
 from __future__ import annotations
 
-__all__ = ["AssetScorer", "LearnedModel", "fit_baseline", "select_features"]
+__all__ = [
+    "THRESHOLD_FOLDS",
+    "AssetScorer",
+    "LearnedModel",
+    "fit_baseline",
+    "out_of_fold_scores",
+    "select_features",
+]
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from itertools import pairwise
 
 import numpy as np
 
@@ -29,6 +38,9 @@ ModelFactory = Callable[[], AnomalyModel]
 #: learning also waits until every stream delivered this many windows, so a slow stream
 #: (temperature every 10 s) is not learned from a handful of values
 MIN_STREAM_WINDOWS = 20
+#: blocks of the learning windows for the threshold's out-of-fold scores; 3 keeps each fit on
+#: two thirds of the rows (the earlier single split was this scheme's last fold alone)
+THRESHOLD_FOLDS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +53,49 @@ class LearnedModel:
     info: Mapping[str, object] = field(default_factory=dict)
 
 
+def _blocks(n: int, folds: int) -> list[slice]:
+    """``folds`` contiguous, nearly equal blocks covering ``range(n)`` in order."""
+    edges = np.linspace(0, n, folds + 1).round().astype(int)
+    return [slice(int(a), int(b)) for a, b in pairwise(edges.tolist())]
+
+
+def out_of_fold_scores(
+    x: np.ndarray,
+    names: tuple[str, ...],
+    factory: ModelFactory,
+    folds: int = THRESHOLD_FOLDS,
+    quantized: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Score every row with a model fitted on the other contiguous blocks (blocked cross-fitting).
+
+    The rows are cut, in time order, into ``folds`` blocks; block ``k`` is scored by a model
+    fitted on the rest. Blocks (not shuffled rows) keep neighbouring, correlated windows out of
+    the fit that scores them, and every block counts: a learning period whose start differs
+    from its end (running in, a slow drift) widens the threshold whichever end it is, where a
+    single held-out last third sees only the end. Returns the float scores and, with
+    ``quantized``, the int8 form's scores of the same fold models (``None`` otherwise).
+
+    >>> from machinewatch.engine.hotpath import model_factory
+    >>> x = np.random.default_rng(0).normal(size=(30, 3))
+    >>> f, q = out_of_fold_scores(x, ("a", "b", "c"), model_factory("mahalanobis", {}))
+    >>> f.shape, q is None
+    ((30,), True)
+    """
+    n = len(x)
+    if folds < 2 or n < 2 * folds:
+        raise ModelError(f"need at least {2 * folds} healthy vectors for {folds} folds, got {n}")
+    f_scores = np.empty(n)
+    q_scores = np.empty(n) if quantized else None
+    for block in _blocks(n, folds):
+        rest = np.ones(n, dtype=bool)
+        rest[block] = False
+        model = factory().fit(x[rest], names)
+        f_scores[block] = model.score(x[block])
+        if q_scores is not None:
+            q_scores[block] = quantize(model).score(x[block])
+    return f_scores, q_scores
+
+
 def fit_baseline(
     x: np.ndarray,
     names: tuple[str, ...],
@@ -48,32 +103,35 @@ def fit_baseline(
     quantile: float,
     margin: float,
     quantized: bool = False,
+    folds: int = THRESHOLD_FOLDS,
 ) -> LearnedModel:
-    """Fit on the first 2/3 of healthy rows, calibrate on the last 1/3, refit on all.
+    """Calibrate the threshold on out-of-fold healthy scores, then fit on every row.
 
-    The threshold comes from held-out healthy scores, then the model is refitted on every
-    row (so no healthy data is wasted); the refit changes scores by little because the scale is
-    set by the same healthy distribution. With ``quantized`` the int8 form scores, and its
-    threshold is calibrated on its own held-out scores (int8 and float scores rank alike but
-    differ in level); ``info["agreement"]`` is the float-vs-int8 decision agreement over the
-    healthy rows, each with its own threshold.
+    The threshold comes from :func:`out_of_fold_scores` (every healthy row scored by a model
+    that did not see it), then the model is refitted on every row (so no healthy data is
+    wasted); the refit changes scores by little because the scale is set by the same healthy
+    distribution. With ``quantized`` the int8 form scores, and its threshold is calibrated on
+    its own out-of-fold scores (int8 and float scores rank alike but differ in level);
+    ``info["agreement"]`` is the float-vs-int8 decision agreement over the healthy rows, each
+    with its own threshold.
     """
     n = len(x)
     if n < 6:
         raise ModelError(f"need at least 6 healthy vectors to learn a baseline, got {n}")
-    cut = max(3, (2 * n) // 3)
-    first = factory().fit(x[:cut], names)
-    f_thr = calibrate_threshold(first.score(x[cut:]), quantile, margin)
+    folds = min(folds, n // 2)
+    f_oof, q_oof = out_of_fold_scores(x, names, factory, folds, quantized)
+    f_thr = calibrate_threshold(f_oof, quantile, margin)
     info: dict[str, object] = {
         "training_rows": n,
         "training_sha256": array_hash(x),
         "quantile": quantile,
         "margin": margin,
+        "threshold_folds": folds,
     }
-    if not quantized:
-        return LearnedModel(factory().fit(x, names), f_thr, info)
-    q_thr = calibrate_threshold(quantize(first).score(x[cut:]), quantile, margin)
     full = factory().fit(x, names)
+    if q_oof is None:
+        return LearnedModel(full, f_thr, info)
+    q_thr = calibrate_threshold(q_oof, quantile, margin)
     q = quantize(full)
     info |= {
         "float_threshold": f_thr,

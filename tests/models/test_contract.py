@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 
 from machinewatch.engine.errors import ModelError, NotFittedError
 from machinewatch.engine.registry import registry
-from machinewatch.engine.scoring import fit_baseline
+from machinewatch.engine.scoring import fit_baseline, out_of_fold_scores
 from machinewatch.models.quantize import decision_agreement, model_nbytes, quantize
 from machinewatch.models.store import load_model, save_model
 from machinewatch.models.threshold import calibrate_threshold
@@ -87,9 +87,11 @@ def test_int8_threshold_from_int8_scores(data: tuple[np.ndarray, ...]) -> None:
     lm = fit_baseline(train, names, cls, 0.995, 1.25, quantized=True)
     assert lm.model.quantized
     assert lm.info["agreement"] >= 0.99
-    cut = 2 * len(train) // 3
-    first = quantize(cls().fit(train[:cut], names))
-    assert lm.threshold == pytest.approx(calibrate_threshold(first.score(train[cut:]), 0.995, 1.25))
+    # calibrated on the int8 fold models' out-of-fold scores, not on the float ones
+    f_oof, q_oof = out_of_fold_scores(train, names, cls, quantized=True)
+    assert q_oof is not None and not np.allclose(q_oof, f_oof)
+    assert lm.threshold == pytest.approx(calibrate_threshold(q_oof, 0.995, 1.25))
+    assert lm.info["float_threshold"] == pytest.approx(calibrate_threshold(f_oof, 0.995, 1.25))
 
 
 def test_store_refuses_pickle_hash_and_features(data: tuple[np.ndarray, ...], tmp_path) -> None:  # type: ignore[no-untyped-def]
