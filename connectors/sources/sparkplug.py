@@ -346,6 +346,12 @@ class SparkplugSource(Source):
             self.nodes[key] = _Node(_bd_seq(p), None if p.seq is None else (p.seq + 1) % 256, learned)
             return self._values(t, p, learned, now, is_birth=True)
         node = self.nodes.get(key)
+        if mt == "DDEATH":  # down even when its birth was missed (e.g. before a reconnect)
+            assert t.device is not None
+            out = [] if node is None else self._check_seq(t, p, node)
+            if node is not None:
+                node.devices.pop(t.device, None)
+            return out + self._down(t, t.device)
         if node is None or node.birth is None:
             self._want_rebirth(t)
             return [Rejected(topic, "no_birth", f"edge node {t.edge_node} has not been born")]
@@ -356,9 +362,6 @@ class SparkplugSource(Source):
         if mt == "DBIRTH":
             b = node.devices[t.device] = _learn(p)
             return out + self._values(t, p, b, now, is_birth=True)
-        if mt == "DDEATH":
-            node.devices.pop(t.device, None)
-            return out + self._down(t, t.device)
         b2 = node.devices.get(t.device)
         if b2 is None:
             self._want_rebirth(t)

@@ -560,6 +560,9 @@ def test_birth_aliases_data_and_deaths() -> None:
         "pump1/temp",
     ]
     assert _reasons(src.handle(N.format("NDATA"), nbirth(7), now)) == ["no_birth"]
+    # a DDEATH takes the device's streams down even when its births were missed
+    r = src.handle(D.format("DDEATH"), PB(seq=8).SerializeToString(), now)
+    assert sorted(d.stream_id for d in r if isinstance(d, StreamDown)) == ["pump1/speed", "pump1/temp"]
 
 
 def test_seq_gap_is_counted_data_kept_and_windows_not_stitched() -> None:
