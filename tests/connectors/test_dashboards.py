@@ -2,8 +2,9 @@
 
 The database is fed the line protocol the sink sends (:func:`machinewatch.engine.lineprotocol.encode`)
 for the demo line's assets, with the feature names the feature code gives each stream, and the
-health metrics the engine reports. Grafana's macros and template variables are substituted the
-way Grafana does for a single selected value. A query passes when it returns series and every
+health metrics the engine reports, written by two gateways of a fleet (``gateway`` tag).
+Grafana's macros and template variables are substituted the way Grafana does for a single
+selected value. A query passes when it returns series and every
 column it selects has at least one value: a misspelled field or tag returns no series or an
 all-null column.
 """
@@ -33,6 +34,9 @@ T0 = 1_700_000_000_000_000_000
 N = 30  # summary intervals of 10 s
 SITE = "demo-line"
 ASSET = "pump1"
+#: the fleet: which gateway writes which demo asset (and its health samples)
+GATEWAYS = {"pump1": "gw1", "fan1": "gw1", "compressor1": "gw2"}
+GATEWAY = GATEWAYS[ASSET]
 T_START, T_END = T0 - 60 * 10**9, T0 + (N + 6) * 10**10
 
 
@@ -49,13 +53,14 @@ def _queries(doc: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def substitute(q: str, site: str = SITE) -> str:
+def substitute(q: str, site: str = SITE, gateway: str = GATEWAY) -> str:
     """Grafana's macros and variables for one selected value each."""
     return (
         q.replace("$timeFilter", f"time >= {T_START} AND time <= {T_END}")
         .replace("$__interval", "10s")
         .replace("$asset", re.escape(ASSET))
         .replace("$site", re.escape(site))
+        .replace("$gateway", re.escape(gateway))
     )
 
 
@@ -105,15 +110,25 @@ def _dataset(tmp_path: Path) -> list[str]:
     eng = Engine(cfg, install_signals=False)
     eng.spool = Spool(tmp_path / "spool.db", ["influx"])
     eng.counters.update(rejected_bad_frame=2, windows_shed=1)
-    health = []
+    health: dict[str, list[tuple[str, int, dict[str, float]]]] = {gw: [] for gw in set(GATEWAYS.values())}
     for k in range(N):
         eng.counters["windows_scored"] += 60
         eng.counters["sink_write_errors"] += k % 2
-        health.append((SITE, T0 + (k + 1) * 10**10, engine_metrics(eng)))
+        for samples in health.values():
+            samples.append((SITE, T0 + (k + 1) * 10**10, engine_metrics(eng)))
     eng.spool.close()
-    enc = encode(summaries, events, health, now_ns=T_END)
-    assert enc.dropped_bad_time == 0 and enc.dropped_empty == 0
-    return enc.lines
+    lines = []
+    for gw, samples in health.items():  # each gateway writes its own assets and its own health
+        enc = encode(
+            [s for s in summaries if GATEWAYS[s.asset] == gw],
+            [e for e in events if GATEWAYS[e.asset] == gw],
+            samples,
+            now_ns=T_END,
+            tags={"gateway": gw},
+        )
+        assert enc.dropped_bad_time == 0 and enc.dropped_empty == 0
+        lines += enc.lines
+    return lines
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +189,7 @@ def test_every_query_returns_its_series_and_fields(
     assert series, f"{label}: no series for {q}"
     if query.startswith("SHOW TAG VALUES"):
         values = {v[1] for s in series for v in s["values"]}
-        assert ASSET in values or SITE in values, values
+        assert ASSET in values or SITE in values or GATEWAY in values, values
         return
     for s in series:
         cols = s["columns"]
@@ -190,6 +205,44 @@ def test_site_all_matches_every_site(fed: InfluxDB1) -> None:
     q = json.loads((ROOT / "configs/grafana/dashboards/fleet-overview.json").read_text())["panels"][0][
         "targets"
     ][0]
-    rows = fed.points(substitute(q["query"], site=".*").replace("\\.\\*", ".*"), DB)
+    rows = fed.points(substitute(q["query"], site=".*", gateway=".*").replace("\\.\\*", ".*"), DB)
     assert {r["asset"] for r in rows} == {"pump1", "fan1", "compressor1"}
     assert {r["asset"]: r["state"] for r in rows}["pump1"] == 2.0
+
+
+def test_fleet_overview_shows_every_gateway(fed: InfluxDB1) -> None:
+    doc = json.loads((ROOT / "configs/grafana/dashboards/fleet-overview.json").read_text())
+    assert {"site", "gateway"} <= {v["name"] for v in doc["templating"]["list"]}
+    panels = {p["title"]: p for p in doc["panels"]}
+    every = ".*"  # Grafana's allValue for "All"
+
+    def rows(title: str, ref: str = "A") -> list[dict[str, object]]:
+        q = next(t["query"] for t in panels[title]["targets"] if t["refId"] == ref)
+        return fed.points(substitute(q, site=every, gateway=every).replace("\\.\\*", ".*"), DB)
+
+    table = rows("Gateways (latest health sample)")
+    assert {r["gateway"] for r in table} == {"gw1", "gw2"}
+    assert all(r["assets"] == 3.0 and r["uptime"] is not None for r in table)  # engine_metrics of the demo
+    reporting = {r["gateway"]: r["reporting"] for r in rows("Assets per gateway", "B")}
+    assert reporting == {"gw1": 2, "gw2": 1}
+    rate = rows("Windows scored per second, by gateway")
+    assert {r["gateway"] for r in rate} == {"gw1", "gw2"} and 6.0 in {r["windows/s"] for r in rate}
+    # one gateway selected: only its assets
+    q = panels["Asset state (now)"]["targets"][0]["query"]
+    assets = {r["asset"] for r in fed.points(substitute(q, gateway="gw2"), DB)}
+    assert assets == {"compressor1"}
+
+
+def test_gateway_all_also_shows_points_written_before_fleets(fed: InfluxDB1) -> None:
+    """Data from before the gateway tag existed still shows with the gateway variable on "All"."""
+    old = encode([Summary("pre-fleet", "old1", T0 + 10**10, 10.0, "NORMAL", {"x": 1.0})], [], now_ns=T_END)
+    db = DB + "_prefleet"  # apart from the shared data set
+    fed.query(f'DROP DATABASE "{db}"')
+    fed.create_database(db)
+    fed.write(old.lines, db)
+    doc = json.loads((ROOT / "configs/grafana/dashboards/fleet-overview.json").read_text())
+    q = next(p for p in doc["panels"] if p["title"] == "Asset state (now)")["targets"][0]["query"]
+    assert {
+        r["asset"]
+        for r in fed.points(substitute(q, site="pre-fleet", gateway=".*").replace("\\.\\*", ".*"), db)
+    } == {"old1"}
