@@ -49,7 +49,7 @@ came for, which is exactly what a subscription means ("unchanged") as long as th
 alive. Held slots are emitted when the next notification arrives and, between notifications, once
 the slot is older than two publishing intervals (so a late change is not overtaken). A value held
 steady for a whole window is a flat line to the data-quality check; set the stream's
-``flatline_p2p = 0`` for set-points and other legitimately constant values. Turn hold off for
+``flatline_p2p = -1`` (negative: off) for set-points and other legitimately constant values. Turn hold off for
 nodes that change every sample anyway.
 """
 
