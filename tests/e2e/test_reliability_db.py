@@ -83,11 +83,16 @@ async def test_database_down_hanging_and_refusing_a_row(
 ) -> None:
     site = "db" + uuid.uuid4().hex[:6]
     poison_t = T0 + 100 * 10**9  # the oven1 asset summary of data second 100
-    poison = f"asset=oven1,site={site},stream=_asset "
+    # tags in key order; other tags (gateway) may sit between these
+    poison = ("asset=oven1,", f"site={site},", "stream=_asset ")
     port = free_port()
 
     def refuse(line: str) -> bool:
-        return line.startswith("machinewatch_summary,") and poison in line and line.endswith(f" {poison_t}")
+        return (
+            line.startswith("machinewatch_summary,")
+            and all(p in line for p in poison)
+            and line.endswith(f" {poison_t}")
+        )
 
     async with Relay(victoria.url, refuse) as relay:
         cfg = write(
