@@ -26,7 +26,8 @@ from machinewatch.engine.codecs import encode_frame
 MW = str(Path(sys.executable).parent / "machinewatch")
 pytestmark = pytest.mark.timeout(120)
 
-#: who runs what: shard_of(asset, 3) (pinned by tests/engine/test_fleet_ownership.py::GOLDEN_3) and boiler by config
+#: who runs what: shard_of(asset, 3) (pinned by GOLDEN_3 in tests/engine/test_fleet_ownership.py),
+#: and boiler by config
 OWNERS = {
     "gw1": {"pump2", "pump3", "kiln2"},
     "gw2": {"pump1", "fan2", "boiler"},
