@@ -205,6 +205,9 @@ class EngineConfig:
     #: this engine's name in a fleet (``gateway`` tag, status topics, MQTT client ids);
     #: default: the host name, sanitised (see :func:`machinewatch.engine.fleet.default_gateway_id`)
     gateway_id: str = field(default_factory=lambda: _default_gateway_id())
+    #: fit learned models in a child process (scikit-learn never loads into the engine; the
+    #: loop runs on while fitting); false fits in the engine process, blocking the loop meanwhile
+    fit_in_subprocess: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +370,7 @@ def _parse_engine(c: _Checker, raw: Mapping[str, Any], base: Path) -> EngineConf
         health_interval_s=c.get(t, "health_interval_s", p, float, d.health_interval_s, check=_positive)
         or d.health_interval_s,
         gateway_id=c.get(t, "gateway_id", p, str, d.gateway_id, check=_name) or d.gateway_id,
+        fit_in_subprocess=bool(c.get(t, "fit_in_subprocess", p, bool, d.fit_in_subprocess)),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 __all__ = ["HotPath", "Outputs", "WindowResult"]
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,7 +25,7 @@ from machinewatch.engine.quality import quality_flags
 from machinewatch.engine.registry import registry
 from machinewatch.engine.scoring import AssetScorer, LearnedModel
 from machinewatch.engine.summary import AssetSummariser
-from machinewatch.engine.types import AlarmEvent, Chunk, FeatureFrame, Score, Summary, Window
+from machinewatch.engine.types import F64, AlarmEvent, Chunk, FeatureFrame, Score, Summary, Window
 from machinewatch.models.base import AnomalyModel
 from machinewatch.models.kernels import warmup as warm_models
 
@@ -49,6 +49,14 @@ class Outputs:
     events: list[AlarmEvent] = field(default_factory=list)
     summaries: list[Summary] = field(default_factory=list)
     learned: list[str] = field(default_factory=list)
+    #: (asset, healthy rows) whose learning phase just completed, to fit elsewhere
+    #: (:attr:`HotPath.defer_fits`); the asset keeps its vectors until :meth:`HotPath.install`
+    fits: list[tuple[str, np.ndarray]] = field(default_factory=list)
+
+
+#: vectors kept per asset while its model is fitted elsewhere (scored once it arrives); beyond
+#: this the oldest are dropped and counted (``fit_backlog_dropped``)
+FIT_BACKLOG = 20_000
 
 
 def model_factory(kind: str, options: dict[str, object]) -> Callable[[], AnomalyModel]:
@@ -75,6 +83,10 @@ class HotPath:
         self.summarisers: dict[str, AssetSummariser] = {}
         self.speed_hz: dict[str, float] = {}
         self._warned_nonfinite: set[str] = set()
+        #: fit completed learning phases elsewhere (the engine: a child process) instead of in
+        #: :meth:`apply`; vectors that arrive meanwhile wait in :attr:`backlog`
+        self.defer_fits = False
+        self.backlog: dict[str, deque[tuple[F64, int]]] = {}
         learned = learned or {}
         for a in config.assets.values():
             names: dict[str, tuple[str, ...]] = {}
@@ -182,8 +194,20 @@ class HotPath:
                         ", ".join(bad[:8]),
                     )
                 continue
+            if asset_name in self.backlog:  # its model is being fitted: score it once it is in
+                q = self.backlog[asset_name]
+                if len(q) == q.maxlen:
+                    self.counters["fit_backlog_dropped"] += 1
+                q.append((vector, t_ns))
+                continue
             if scorer.learning:
                 summ.count("windows_learned")
+                if self.defer_fits:
+                    x = scorer.collect(vector)
+                    if x is not None:
+                        self.backlog[asset_name] = deque(maxlen=FIT_BACKLOG)
+                        out.fits.append((asset_name, x))
+                    continue
                 try:
                     fitted = scorer.learn(vector)
                 except ModelError as exc:
@@ -195,26 +219,59 @@ class HotPath:
                     out.learned.append(asset_name)
                     out.events.append(_event(a.site, asset_name, t_ns, d.from_state, d.to_state, d.reason))
                 continue
-            sc = scorer.score(vector, t_ns)
-            self.counters["windows_scored"] += 1
-            out.scores.append(sc)
-            summ.add_score(sc.score, sc.threshold)
-            dec = alarm.update(sc.score, sc.threshold)
-            if dec is not None:
-                top = scorer.top_features(sc.contributions)
-                out.events.append(
-                    _event(
-                        a.site,
-                        asset_name,
-                        t_ns,
-                        dec.from_state,
-                        dec.to_state,
-                        f"{dec.reason}; top: {', '.join(top)}",
-                        sc.score,
-                        sc.threshold,
-                        top,
-                    )
+            self._score(asset_name, vector, t_ns, out)
+        return out
+
+    def _score(self, asset_name: str, vector: F64, t_ns: int, out: Outputs) -> None:
+        """Score one asset vector, count it, summarise it and move the alarm."""
+        scorer = self.scorers[asset_name]
+        alarm = self.alarms[asset_name]
+        sc = scorer.score(vector, t_ns)
+        self.counters["windows_scored"] += 1
+        out.scores.append(sc)
+        self.summarisers[asset_name].add_score(sc.score, sc.threshold)
+        dec = alarm.update(sc.score, sc.threshold)
+        if dec is not None:
+            top = scorer.top_features(sc.contributions)
+            out.events.append(
+                _event(
+                    self.config.assets[asset_name].site,
+                    asset_name,
+                    t_ns,
+                    dec.from_state,
+                    dec.to_state,
+                    f"{dec.reason}; top: {', '.join(top)}",
+                    sc.score,
+                    sc.threshold,
+                    top,
                 )
+            )
+
+    def install(self, asset_name: str, learned: LearnedModel | None, t_ns: int) -> Outputs:
+        """Put a model fitted elsewhere in place and score the vectors that waited for it.
+
+        ``learned`` None means the fit failed: the waiting vectors start the learning over.
+        The backlog's scores count in the summary interval open now (not their own).
+        """
+        out = Outputs()
+        q = self.backlog.pop(asset_name, deque())
+        scorer = self.scorers[asset_name]
+        if learned is None:
+            self.counters["learn_failed"] += 1
+            for vector, _ in q:
+                x = scorer.collect(vector)
+                if x is not None:  # enough waited for a whole learning phase: fit again
+                    self.backlog[asset_name] = deque(maxlen=FIT_BACKLOG)
+                    out.fits.append((asset_name, x))
+            return out
+        scorer.learned = learned  # one reference assignment: atomic for the scoring path
+        d = self.alarms[asset_name].start_monitoring()
+        a = self.config.assets[asset_name]
+        t0 = q[0][1] if q else t_ns
+        out.events.append(_event(a.site, asset_name, t0, d.from_state, d.to_state, d.reason))
+        out.learned.append(asset_name)
+        for vector, t in q:
+            self._score(asset_name, vector, t, out)
         return out
 
     def flush(self) -> list[Summary]:

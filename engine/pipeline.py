@@ -23,11 +23,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from machinewatch.connectors.actuators.policy import PolicedActuator
 from machinewatch.connectors.base import Actuator, Rejected, Sink, Source, StreamDown
 from machinewatch.engine.alarm import AlarmStore, QualityAlarm, atomic_write_json
 from machinewatch.engine.config import Config, PluginConfig
-from machinewatch.engine.errors import ConnectorError, SpoolError
+from machinewatch.engine.errors import ConnectorError, ModelError, SpoolError
+from machinewatch.engine.fitworker import fit_in_child
 from machinewatch.engine.fleet import mqtt_client_id
 from machinewatch.engine.health import HealthSample, HealthServer, engine_metrics, engine_problems
 from machinewatch.engine.hotpath import HotPath, Outputs
@@ -81,6 +84,8 @@ class Engine:
     ) -> None:
         self.config = config
         self.hot = HotPath(config, learned)
+        self.hot.defer_fits = config.engine.fit_in_subprocess
+        self._fits: set[asyncio.Task[None]] = set()
         self.models = ModelStore(config.engine.state_dir)
         for name in restore_models(self.hot, self.models):  # a restart monitors at once
             log.info("asset %s: stored model loaded, monitoring", name)
@@ -285,6 +290,10 @@ class Engine:
             out = self.hot.apply(results)
             out.events.extend(self._quality_events(results))
             self._dispatch(out)
+        while self._fits and not self._stop.is_set():  # a finite run: its models first, then flush
+            await asyncio.wait(set(self._fits))
+        for t in list(self._fits):  # stopping: an unfinished fit is learned again after restart
+            t.cancel()
         self._dispatch(Outputs(summaries=self.hot.flush()))
         self._persist_closing = True
         self._persist_wake.set()
@@ -298,10 +307,13 @@ class Engine:
     def _dispatch(self, out: Outputs) -> None:
         if out.learned:
             self.counters["state_write_errors"] += save_learned(self.hot, self.models, out.learned)
-            # fitting imported scikit-learn and built the model: long-lived from now on, so out of
-            # the cyclic collector's reach too (a full collection that scanned them paused the
-            # loop ~47 ms, bench/e2e_latency.py --trace-stages); freeze() alone costs no pause
+            # the model (and, fitted in this process, scikit-learn) lives from now on: out of the
+            # cyclic collector's reach too, so full collections do not scan it; freeze() costs no pause
             gc.freeze()
+        for asset, x in out.fits:
+            t = asyncio.get_running_loop().create_task(self._fit(asset, x), name=f"fit[{asset}]")
+            self._fits.add(t)
+            t.add_done_callback(self._fits.discard)
         for e in out.events:
             log.info("%s %s: %s -> %s (%s)", e.kind, e.asset, e.from_state, e.to_state, e.reason)
             alarm_cfg = self.config.assets[e.asset].alarm
@@ -326,6 +338,19 @@ class Engine:
         self.counters["alarm_events"] += len(out.events)
         if self.on_outputs is not None:
             self.on_outputs(out)
+
+    async def _fit(self, asset: str, x: np.ndarray) -> None:
+        """Fit ``asset``'s baseline in a child process, then put it in place (or learn again)."""
+        scorer = self.hot.scorers[asset]
+        log.info("asset %s: fitting the baseline on %d healthy vectors (child process)", asset, len(x))
+        learned: LearnedModel | None = None
+        try:
+            learned = await fit_in_child(
+                asset, self.config.assets[asset].model, scorer.names, x, self.config.engine.state_dir
+            )
+        except ModelError as exc:
+            log.error("asset %s: learning the baseline failed, starting over: %s", asset, exc)
+        self._dispatch(self.hot.install(asset, learned, time.time_ns()))
 
     def _wish(self, act: str, energised: bool, event: AlarmEvent) -> None:
         """Send one output wish to an actuator (the policy decides whether and when it moves)."""

@@ -15,6 +15,7 @@ __all__ = [
     "AssetScorer",
     "LearnedModel",
     "fit_baseline",
+    "fit_for",
     "out_of_fold_scores",
     "select_features",
 ]
@@ -26,7 +27,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from machinewatch.engine.config import AssetConfig
+from machinewatch.engine.config import AssetConfig, ModelConfig
 from machinewatch.engine.errors import ModelError
 from machinewatch.engine.types import F64, FeatureFrame, Score
 from machinewatch.models.base import AnomalyModel
@@ -142,6 +143,14 @@ def fit_baseline(
     return LearnedModel(q, q_thr, info)
 
 
+def fit_for(model: ModelConfig, names: tuple[str, ...], factory: ModelFactory, x: np.ndarray) -> LearnedModel:
+    """Fit an asset's baseline as its ``[model]`` config says: the one place config meets
+    :func:`fit_baseline` (used in the engine's fit worker, ``train`` and the evaluations alike)."""
+    return fit_baseline(
+        x, names, factory, model.threshold_quantile, model.threshold_margin, quantized=model.quantized
+    )
+
+
 def select_features(names: tuple[str, ...], patterns: tuple[str, ...]) -> np.ndarray:
     """Indices of the ``names`` matching any fnmatch pattern (every index when none given).
 
@@ -220,18 +229,28 @@ class AssetScorer:
         """Forget a stream's features (its window was unfit to score)."""
         self._t_ns[stream] = -1
 
-    def learn(self, vector: F64) -> bool:
-        """Add a healthy vector; return True when the model was just fitted."""
+    def collect(self, vector: F64) -> np.ndarray | None:
+        """Add a healthy vector; the learning rows once the learning phase is complete.
+
+        Returning the rows starts the collection over, so a failed fit learns again from fresh
+        windows. The engine fits them in a child process (:mod:`machinewatch.engine.fitworker`);
+        :meth:`learn` fits them here.
+        """
         self._learn.append(vector)
         m = self.asset.model
         if len(self._learn) < m.learn_windows or min(self._learn_seen.values()) < MIN_STREAM_WINDOWS:
-            return False
+            return None
         x = np.vstack(self._learn)
-        self._learn = []  # on failure learning starts over with fresh windows
+        self._learn = []
         self._learn_seen = dict.fromkeys(self.streams, 0)
-        self.learned = fit_baseline(
-            x, self.names, self.factory, m.threshold_quantile, m.threshold_margin, quantized=m.quantized
-        )
+        return x
+
+    def learn(self, vector: F64) -> bool:
+        """Add a healthy vector; return True when the model was just fitted (in this process)."""
+        x = self.collect(vector)
+        if x is None:
+            return False
+        self.learned = fit_for(self.asset.model, self.names, self.factory, x)
         return True
 
     def score(self, vector: F64, t_ns: int) -> Score:

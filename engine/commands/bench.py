@@ -28,7 +28,7 @@ import numpy as np
 
 from machinewatch.engine.config import Config, load_config, load_config_text
 from machinewatch.engine.hotpath import HotPath, model_factory
-from machinewatch.engine.scoring import LearnedModel, fit_baseline
+from machinewatch.engine.scoring import LearnedModel, fit_for
 from machinewatch.engine.types import Chunk, Window
 
 NAME = "bench"
@@ -119,14 +119,7 @@ def _learned_models(cfg: Config) -> dict[str, LearnedModel]:
         x = np.hstack([v[-n:] for v in vecs])
         x = np.vstack([x * (1 + 0.01 * rng.standard_normal(x.shape)) for _ in range(max(1, 60 // n + 1))])
         m = a.model
-        learned[name] = fit_baseline(
-            x,
-            scorer.names,
-            model_factory(m.kind, dict(m.options)),
-            m.threshold_quantile,
-            m.threshold_margin,
-            quantized=m.quantized,
-        )
+        learned[name] = fit_for(m, scorer.names, model_factory(m.kind, dict(m.options)), x)
     return learned
 
 

@@ -21,7 +21,7 @@ from machinewatch.engine.errors import ModelError
 from machinewatch.engine.hotpath import HotPath, model_factory
 from machinewatch.engine.learning import ModelStore
 from machinewatch.engine.registry import registry
-from machinewatch.engine.scoring import fit_baseline
+from machinewatch.engine.scoring import fit_for
 from machinewatch.engine.types import Chunk, FeatureFrame
 
 NAME = "train"
@@ -103,14 +103,7 @@ def main(args: argparse.Namespace) -> int:
         if len(x) < 6:
             raise ModelError(f"asset {name}: only {len(x)} feature vectors in the recorded data; need >= 6")
         m = a.model
-        learned = fit_baseline(
-            x,
-            hot_names[name].names,
-            model_factory(m.kind, dict(m.options)),
-            m.threshold_quantile,
-            m.threshold_margin,
-            quantized=m.quantized,
-        )
+        learned = fit_for(m, hot_names[name].names, model_factory(m.kind, dict(m.options)), x)
         path = store.save(name, learned)
         info = learned.info
         extra = ""
