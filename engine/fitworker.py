@@ -15,7 +15,7 @@ A job folder holds ``rows.npy`` (the healthy rows, float64), ``job.json`` (the a
 
 from __future__ import annotations
 
-__all__ = ["fit_in_child", "main", "read_job", "run_job", "write_job"]
+__all__ = ["Job", "fit_in_child", "fit_many_in_child", "main", "read_job", "run_job", "write_job"]
 
 import asyncio
 import dataclasses
@@ -88,22 +88,30 @@ def run_job(d: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m machinewatch.engine.fitworker JOB_DIR``: 0 on success, 3 with ``error.txt``."""
+    """``python -m machinewatch.engine.fitworker JOB_DIR ...``: fits every job, one after another.
+
+    A job that fails writes ``error.txt`` in its folder and the others go on; the exit code is 0
+    when every job was fitted, 3 when some failed, 2 on bad usage.
+    """
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m machinewatch.engine.fitworker JOB_DIR", file=sys.stderr)
+    if not args:
+        print("usage: python -m machinewatch.engine.fitworker JOB_DIR ...", file=sys.stderr)
         return 2
-    d = Path(args[0])
     try:
         os.nice(10)  # the hot path first: fitting is background work
     except OSError:
         pass
-    try:
-        run_job(d)
-    except ModelError as exc:
-        (d / "error.txt").write_text(str(exc))
-        return 3
-    return 0
+    rc = 0
+    for a in args:
+        d = Path(a)
+        try:
+            run_job(d)
+        except Exception as exc:
+            (d / "error.txt").write_text(
+                f"{type(exc).__name__}: {exc}" if not isinstance(exc, ModelError) else str(exc)
+            )
+            rc = 3
+    return rc
 
 
 def _load(d: Path, names: tuple[str, ...]) -> LearnedModel:
@@ -114,6 +122,67 @@ def _load(d: Path, names: tuple[str, ...]) -> LearnedModel:
     return LearnedModel(sm.model, sm.threshold, info)
 
 
+#: one fit job: asset, its ``[model]`` settings, feature names, healthy rows
+Job = tuple[str, ModelConfig, tuple[str, ...], np.ndarray]
+
+
+async def fit_many_in_child(
+    jobs: list[Job], workdir: Path, timeout_s: float = 900.0
+) -> dict[str, LearnedModel | ModelError]:
+    """Fit every job in ONE child process (one scikit-learn import for all of them).
+
+    Returns, per asset, the loaded model (same checks as any model file) or the
+    :class:`ModelError` saying why it failed (the child's reason, a timeout, a refused file).
+    The job folders are removed either way.
+    """
+    dirs = {a: workdir / f"fit-{a}-{os.getpid()}-{next(_jobs)}" for a, *_ in jobs}
+    out: dict[str, LearnedModel | ModelError] = {}
+    try:
+        for asset, model, names, x in jobs:
+            shutil.rmtree(dirs[asset], ignore_errors=True)
+            await asyncio.to_thread(write_job, dirs[asset], asset, model, names, x)
+        env = dict(os.environ)
+        for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            env.setdefault(v, "1")  # a 2-core gateway: one core stays with the hot path
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "machinewatch.engine.fitworker",
+            *(str(d) for d in dirs.values()),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            proc.kill()
+            await proc.wait()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return {a: ModelError(f"asset {a}: fitting took longer than {timeout_s:.0f} s") for a in dirs}
+        for asset, _, names, _ in jobs:
+            d = dirs[asset]
+            if (d / "error.txt").exists():
+                why = (d / "error.txt").read_text().strip()
+                out[asset] = ModelError(f"asset {asset}: fitting failed: {why}")
+                continue
+            try:
+                out[asset] = await asyncio.to_thread(_load, d, names)
+            except ModelError as exc:
+                tail = err.decode(errors="replace")[-2000:].strip() if proc.returncode else ""
+                out[asset] = ModelError(
+                    f"asset {asset}: fitting failed (exit {proc.returncode}): {exc} {tail}".strip()
+                )
+        return out
+    except OSError as exc:
+        return {a: ModelError(f"asset {a}: fit job: {exc}") for a in dirs}
+    finally:
+        for d in dirs.values():
+            shutil.rmtree(d, ignore_errors=True)
+
+
 async def fit_in_child(
     asset: str,
     model: ModelConfig,
@@ -122,44 +191,11 @@ async def fit_in_child(
     workdir: Path,
     timeout_s: float = 900.0,
 ) -> LearnedModel:
-    """Fit ``x`` for ``asset`` in a child process and load the result (same checks as any model file).
-
-    Raises :class:`ModelError` when the fit fails (the child's reason), times out, or its file
-    is refused. The job folder is removed either way.
-    """
-    d = workdir / f"fit-{asset}-{os.getpid()}-{next(_jobs)}"
-    shutil.rmtree(d, ignore_errors=True)
-    try:
-        await asyncio.to_thread(write_job, d, asset, model, names, x)
-        env = dict(os.environ)
-        for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-            env.setdefault(v, "1")  # a 2-core gateway: one core stays with the hot path
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "machinewatch.engine.fitworker",
-            str(d),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-        )
-        try:
-            _, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-        except (TimeoutError, asyncio.CancelledError):
-            proc.kill()
-            await proc.wait()
-            raise
-        if proc.returncode != 0:
-            why = (d / "error.txt").read_text() if (d / "error.txt").exists() else err.decode()[-2000:]
-            raise ModelError(f"asset {asset}: fitting failed (exit {proc.returncode}): {why.strip()}")
-        return await asyncio.to_thread(_load, d, names)
-    except TimeoutError as exc:
-        raise ModelError(f"asset {asset}: fitting took longer than {timeout_s:.0f} s") from exc
-    except OSError as exc:
-        raise ModelError(f"asset {asset}: fit job: {exc}") from exc
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    """Fit one asset in a child process (see :func:`fit_many_in_child`); :class:`ModelError` on failure."""
+    res = (await fit_many_in_child([(asset, model, names, x)], workdir, timeout_s))[asset]
+    if isinstance(res, ModelError):
+        raise res
+    return res
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from machinewatch.connectors.base import Actuator, Rejected, Sink, Source, Strea
 from machinewatch.engine.alarm import AlarmStore, QualityAlarm, atomic_write_json
 from machinewatch.engine.config import Config, PluginConfig
 from machinewatch.engine.errors import ConnectorError, ModelError, SpoolError
-from machinewatch.engine.fitworker import fit_in_child
+from machinewatch.engine.fitworker import fit_many_in_child
 from machinewatch.engine.fleet import mqtt_client_id
 from machinewatch.engine.health import HealthSample, HealthServer, engine_metrics, engine_problems
 from machinewatch.engine.hotpath import HotPath, Outputs
@@ -86,6 +86,10 @@ class Engine:
         self.hot = HotPath(config, learned)
         self.hot.defer_fits = config.engine.fit_in_subprocess
         self._fits: set[asyncio.Task[None]] = set()
+        #: learning phases waiting for a fit; one child process at a time fits all that wait (each
+        #: holds scikit-learn, ~150 MB, and a core: 64 assets that finish learning together must
+        #: not start 64 processes on a 2-core gateway)
+        self._fit_queue: list[tuple[str, np.ndarray]] = []
         self.models = ModelStore(config.engine.state_dir)
         for name in restore_models(self.hot, self.models):  # a restart monitors at once
             log.info("asset %s: stored model loaded, monitoring", name)
@@ -310,10 +314,12 @@ class Engine:
             # the model (and, fitted in this process, scikit-learn) lives from now on: out of the
             # cyclic collector's reach too, so full collections do not scan it; freeze() costs no pause
             gc.freeze()
-        for asset, x in out.fits:
-            t = asyncio.get_running_loop().create_task(self._fit(asset, x), name=f"fit[{asset}]")
-            self._fits.add(t)
-            t.add_done_callback(self._fits.discard)
+        if out.fits:
+            self._fit_queue.extend(out.fits)
+            if not self._fits:
+                t = asyncio.get_running_loop().create_task(self._fit_runner(), name="fit")
+                self._fits.add(t)
+                t.add_done_callback(self._fits.discard)
         for e in out.events:
             log.info("%s %s: %s -> %s (%s)", e.kind, e.asset, e.from_state, e.to_state, e.reason)
             alarm_cfg = self.config.assets[e.asset].alarm
@@ -339,18 +345,22 @@ class Engine:
         if self.on_outputs is not None:
             self.on_outputs(out)
 
-    async def _fit(self, asset: str, x: np.ndarray) -> None:
-        """Fit ``asset``'s baseline in a child process, then put it in place (or learn again)."""
-        scorer = self.hot.scorers[asset]
-        log.info("asset %s: fitting the baseline on %d healthy vectors (child process)", asset, len(x))
-        learned: LearnedModel | None = None
-        try:
-            learned = await fit_in_child(
-                asset, self.config.assets[asset].model, scorer.names, x, self.config.engine.state_dir
+    async def _fit_runner(self) -> None:
+        """Fit every waiting learning phase in one child process, put the models in place, repeat."""
+        while self._fit_queue:
+            batch, self._fit_queue = self._fit_queue, []
+            jobs = [(a, self.config.assets[a].model, self.hot.scorers[a].names, x) for a, x in batch]
+            log.info(
+                "fitting %d baseline(s) in a child process: %s", len(jobs), ", ".join(a for a, *_ in jobs)
             )
-        except ModelError as exc:
-            log.error("asset %s: learning the baseline failed, starting over: %s", asset, exc)
-        self._dispatch(self.hot.install(asset, learned, time.time_ns()))
+            res = await fit_many_in_child(jobs, self.config.engine.state_dir)
+            for asset, _ in batch:
+                r = res[asset]
+                if isinstance(r, ModelError):
+                    log.error("asset %s: learning the baseline failed, starting over: %s", asset, r)
+                self._dispatch(
+                    self.hot.install(asset, None if isinstance(r, ModelError) else r, time.time_ns())
+                )
 
     def _wish(self, act: str, energised: bool, event: AlarmEvent) -> None:
         """Send one output wish to an actuator (the policy decides whether and when it moves)."""

@@ -12,7 +12,7 @@ import pytest
 
 from machinewatch.engine.config import ModelConfig
 from machinewatch.engine.errors import ModelError
-from machinewatch.engine.fitworker import fit_in_child, read_job, write_job
+from machinewatch.engine.fitworker import fit_in_child, fit_many_in_child, read_job, write_job
 from machinewatch.engine.hotpath import model_factory
 from machinewatch.engine.scoring import fit_for
 
@@ -50,10 +50,26 @@ def test_child_fit_equals_in_process_fit(tmp_path: Path, quantized: bool) -> Non
 
 
 def test_child_fit_failure_is_a_model_error_with_the_reason(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match=r"p1: fitting failed .*need at least 6 healthy vectors"):
+    with pytest.raises(ModelError, match=r"p1: fitting failed: need at least 6 healthy vectors"):
         asyncio.run(fit_in_child("p1", ModelConfig(), NAMES, rows(3), tmp_path))
-    with pytest.raises(ModelError, match=r"fitting failed"):
+    with pytest.raises(ModelError, match=r"fitting failed: PluginError: unknown model kind .nosuchmodel."):
         asyncio.run(fit_in_child("p1", ModelConfig(kind="nosuchmodel"), NAMES, rows(), tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_many_jobs_in_one_child_a_bad_one_costs_the_others_nothing(tmp_path: Path) -> None:
+    good = ModelConfig(kind="pca")
+    jobs = [
+        ("p1", good, NAMES, rows()),
+        ("p2", ModelConfig(), NAMES, rows(3)),  # too few rows
+        ("p3", ModelConfig(kind="iforest"), NAMES, rows()),
+    ]
+    res = asyncio.run(fit_many_in_child(jobs, tmp_path))
+    assert isinstance(res["p2"], ModelError) and "need at least 6" in str(res["p2"])
+    for a in ("p1", "p3"):
+        r = res[a]
+        assert not isinstance(r, ModelError)
+        assert r.model.score(rows()[:3]).shape == (3,)
     assert list(tmp_path.iterdir()) == []
 
 
