@@ -134,6 +134,10 @@ class ModelConfig:
     #: the features the model sees: fnmatch patterns over ``"<stream>.<feature>"`` names
     #: (e.g. ``["*.level"]``); empty = every feature of every stream
     features: tuple[str, ...] = ()
+    #: blocks of the learning windows for the threshold's out-of-fold scores (blocked
+    #: cross-fitting, see :func:`machinewatch.engine.scoring.out_of_fold_scores`); 1 = the
+    #: single held-out last third
+    threshold_folds: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,6 +497,7 @@ def _parse_model(c: _Checker, t: Mapping[str, Any], p: str, base: Path, dflt: Mo
         "options",
         "quantized",
         "features",
+        "threshold_folds",
     }
     c.unknown(t, known, p)
     path = c.get(t, "path", p, str, None)
@@ -530,6 +535,15 @@ def _parse_model(c: _Checker, t: Mapping[str, Any], p: str, base: Path, dflt: Mo
         options=opts or dict(dflt.options),
         quantized=bool(c.get(t, "quantized", p, bool, dflt.quantized)),
         features=_parse_patterns(c, t, "features", p, dflt.features),
+        threshold_folds=c.get(
+            t,
+            "threshold_folds",
+            p,
+            int,
+            dflt.threshold_folds,
+            check=lambda v: None if 1 <= v <= 10 else "must be in [1, 10]",
+        )
+        or dflt.threshold_folds,
     )
 
 

@@ -73,8 +73,10 @@ def out_of_fold_scores(
     fitted on the rest. Blocks (not shuffled rows) keep neighbouring, correlated windows out of
     the fit that scores them, and every block counts: a learning period whose start differs
     from its end (running in, a slow drift) widens the threshold whichever end it is, where a
-    single held-out last third sees only the end. Returns the float scores and, with
-    ``quantized``, the int8 form's scores of the same fold models (``None`` otherwise).
+    single held-out last third sees only the end. ``folds = 1`` is that former scheme (a model
+    fitted on the first two thirds scores the last third; only those rows are returned).
+    Returns the float scores and, with ``quantized``, the int8 form's scores of the same fold
+    models (``None`` otherwise).
 
     >>> from machinewatch.engine.hotpath import model_factory
     >>> x = np.random.default_rng(0).normal(size=(30, 3))
@@ -83,7 +85,13 @@ def out_of_fold_scores(
     ((30,), True)
     """
     n = len(x)
-    if folds < 2 or n < 2 * folds:
+    if folds == 1:  # the former single split: fit on the first two thirds, score the last third
+        cut = max(3, (2 * n) // 3)
+        if n - cut < 1:
+            raise ModelError(f"need at least 4 healthy vectors for a held-out third, got {n}")
+        first = factory().fit(x[:cut], names)
+        return first.score(x[cut:]), (quantize(first).score(x[cut:]) if quantized else None)
+    if folds < 1 or n < 2 * folds:
         raise ModelError(f"need at least {2 * folds} healthy vectors for {folds} folds, got {n}")
     f_scores = np.empty(n)
     q_scores = np.empty(n) if quantized else None
@@ -114,7 +122,8 @@ def fit_baseline(
     distribution. With ``quantized`` the int8 form scores, and its threshold is calibrated on
     its own out-of-fold scores (int8 and float scores rank alike but differ in level);
     ``info["agreement"]`` is the float-vs-int8 decision agreement over the healthy rows, each
-    with its own threshold.
+    with its own threshold. ``folds`` as in :func:`out_of_fold_scores` (``[model]
+    threshold_folds``; 1 = the single held-out last third).
     """
     n = len(x)
     if n < 6:
@@ -147,7 +156,13 @@ def fit_for(model: ModelConfig, names: tuple[str, ...], factory: ModelFactory, x
     """Fit an asset's baseline as its ``[model]`` config says: the one place config meets
     :func:`fit_baseline` (used in the engine's fit worker, ``train`` and the evaluations alike)."""
     return fit_baseline(
-        x, names, factory, model.threshold_quantile, model.threshold_margin, quantized=model.quantized
+        x,
+        names,
+        factory,
+        model.threshold_quantile,
+        model.threshold_margin,
+        quantized=model.quantized,
+        folds=model.threshold_folds,
     )
 
 

@@ -133,3 +133,12 @@ def test_resolve_secret_env_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert resolve_secret({}, "token") is None
     with pytest.raises(ConfigError, match="MW_UNSET"):
         resolve_secret({"token_env": "MW_UNSET"}, "token", "sinks.db")
+
+
+def test_model_threshold_folds_default_set_and_checked(tmp_path: Path) -> None:
+    assert load_config_text(GOOD, tmp_path).assets["pump1"].model.threshold_folds == 3
+    one = GOOD + "[assets.pump1.model]\nthreshold_folds = 1\n"
+    assert load_config_text(one, tmp_path).assets["pump1"].model.threshold_folds == 1
+    with pytest.raises(ConfigError) as ei:
+        load_config_text(GOOD + "[assets.pump1.model]\nthreshold_folds = 0\n", tmp_path)
+    assert paths(ei.value)["assets.pump1.model.threshold_folds"] == "must be in [1, 10]"

@@ -70,7 +70,32 @@ def test_too_few_rows_for_the_folds_raise() -> None:
     with pytest.raises(ModelError, match="6 healthy vectors for 3 folds"):
         out_of_fold_scores(_healthy(5), NAMES, model_factory("mahalanobis", {}), folds=3)
     with pytest.raises(ModelError, match="folds"):
-        out_of_fold_scores(_healthy(20), NAMES, model_factory("mahalanobis", {}), folds=1)
+        out_of_fold_scores(_healthy(20), NAMES, model_factory("mahalanobis", {}), folds=0)
+    with pytest.raises(ModelError, match="held-out third"):
+        out_of_fold_scores(_healthy(3), NAMES, model_factory("mahalanobis", {}), folds=1)
+
+
+def test_one_fold_is_the_former_single_held_out_third() -> None:
+    x = _healthy(60, 1)
+    factory = model_factory("pca", {})
+    f, q = out_of_fold_scores(x, NAMES, factory, folds=1, quantized=True)
+    first = factory().fit(x[:40], NAMES)
+    np.testing.assert_allclose(f, first.score(x[40:]))
+    assert q is not None and q.shape == (20,)
+    lm = fit_baseline(x, NAMES, factory, 0.99, 1.5, folds=1)
+    assert lm.info["threshold_folds"] == 1
+    assert lm.threshold == pytest.approx(1.5 * np.quantile(first.score(x[40:]), 0.99))
+
+
+def test_fit_for_passes_the_configured_threshold_folds() -> None:
+    from machinewatch.engine.config import ModelConfig
+    from machinewatch.engine.scoring import fit_for
+
+    x = _healthy(60, 1)
+    factory = model_factory("mahalanobis", {})
+    for folds in (1, 2, 3):
+        lm = fit_for(ModelConfig(quantized=False, threshold_folds=folds), NAMES, factory, x)
+        assert lm.info["threshold_folds"] == folds
 
 
 def test_fit_baseline_with_few_rows_uses_fewer_folds() -> None:
