@@ -135,15 +135,14 @@ class Engine:
     async def run(self) -> EngineReport:
         """Warm up, run every task, and return the counters once everything has stopped."""
         t0 = time.perf_counter()
-        await asyncio.to_thread(self.hot.warmup)
-        # What is alive now (modules, numba dispatchers, buffers, models) lives for the whole
-        # run: take it out of the cyclic collector, so a full (gen-2) collection scans only what
-        # the run allocates. A full collection of the warmed-up heap paused the process
-        # ~120-200 ms on the 2-core bench box (bench/e2e_stages.py): a latency spike every time
-        # one came due in a long run.
-        gc.collect()
-        gc.freeze()
-        report = EngineReport(warmup_s=time.perf_counter() - t0)
+        report = EngineReport()
+        # the kernels load (or compile) in a worker thread while the connectors connect and the
+        # first data arrives; the hot path waits for them before its first window
+        warm = asyncio.ensure_future(asyncio.to_thread(self.hot.warmup))
+        warm.add_done_callback(lambda _: setattr(report, "warmup_s", time.perf_counter() - t0))
+        # retrieved here too, so a start that fails elsewhere first (a connector) logs no
+        # "exception never retrieved"; the hot path re-raises a failed warm-up
+        warm.add_done_callback(lambda f: f.cancelled() or f.exception())
         loop = asyncio.get_running_loop()
         if self.install_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -186,7 +185,7 @@ class Engine:
                 if status is not None:
                     tg.create_task(status.run(self._closed), name="status")
                 persist = tg.create_task(self._persist_task(), name="persist")
-                tg.create_task(self._hot_task(persist), name="hotpath")
+                tg.create_task(self._hot_task(persist, warm), name="hotpath")
                 tg.create_task(self._sources_task(sources, stack), name="sources")
             st = self.spool.stats()
             self.counters["spool_dropped_overflow"] = st.dropped_overflow
@@ -275,7 +274,15 @@ class Engine:
         self._take_windows(item)
         return False
 
-    async def _hot_task(self, persist: asyncio.Task[None]) -> None:
+    async def _hot_task(self, persist: asyncio.Task[None], warm: asyncio.Future[None]) -> None:
+        await warm
+        # What is alive now (modules, numba dispatchers, buffers, models, connectors) lives for
+        # the whole run: take it out of the cyclic collector, so a full (gen-2) collection scans
+        # only what the run allocates. A full collection of the warmed-up heap paused the process
+        # ~120-200 ms on the 2-core bench box (bench/e2e_stages.py): a latency spike every time
+        # one came due in a long run.
+        gc.collect()
+        gc.freeze()
         done = False
         while True:
             if not done and not self._windows:
