@@ -138,7 +138,17 @@ async def publish_latency(
                     for i in range(n)
                 )
             )
-        await asyncio.sleep(3.0)  # let the engine fit its models
+        # let the engine fit its models (in a child process): wait until all n are in
+        state = Path(out).parent / "state-4096" / "counters.json"
+        until = time.monotonic() + 120.0
+        while time.monotonic() < until:
+            try:
+                if json.loads(state.read_text()).get("models_fitted", 0) >= n:
+                    break
+            except (OSError, ValueError):
+                pass
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)
         start = time.monotonic()
         k0 = learn_chunks
         k = k0
@@ -403,7 +413,10 @@ async def engine_ceiling(
         # learning: 12 windows per stream
         await publish_rate_procs(broker.port, n, 500, 12 * n / 500, t0, seq)
         seq += 12
-        await asyncio.sleep(3.0)
+        until = time.monotonic() + 120.0  # the models are fitted in a child process: wait for all
+        while counters(d, 4096).get("models_fitted", 0) < n and time.monotonic() < until:
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)
         rate = start_rate
         while True:
             before = counters(d, 4096)

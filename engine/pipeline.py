@@ -365,9 +365,9 @@ class Engine:
                 r = res[asset]
                 if isinstance(r, ModelError):
                     log.error("asset %s: learning the baseline failed, starting over: %s", asset, r)
-                self._dispatch(
-                    self.hot.install(asset, None if isinstance(r, ModelError) else r, time.time_ns())
-                )
+                learned = None if isinstance(r, ModelError) else r
+                self.counters["models_fitted" if learned else "models_fit_failed"] += 1
+                self._dispatch(self.hot.install(asset, learned, time.time_ns()))
 
     def _wish(self, act: str, energised: bool, event: AlarmEvent) -> None:
         """Send one output wish to an actuator (the policy decides whether and when it moves)."""
