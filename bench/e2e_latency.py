@@ -418,6 +418,7 @@ async def engine_ceiling(
             await asyncio.sleep(0.2)
         await asyncio.sleep(1.0)
         rate = start_rate
+        step = 1.25
         while True:
             before = counters(d, 4096)
             total = int(rate * step_s)
@@ -450,9 +451,13 @@ async def engine_ceiling(
                 }
             )
             if not ok or achieved < 0.9 * rate:
+                if step == 1.25 and best > 0:  # coarse steps found the range: refine in 8 % steps
+                    step = 1.08
+                    rate = best * step
+                    continue
                 break
             best = achieved
-            rate *= 1.25
+            rate *= step
     finally:
         eng.terminate()
         eng.wait(30)
