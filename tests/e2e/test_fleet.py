@@ -133,6 +133,15 @@ def test_three_engines_share_the_assets_and_every_summary_arrives_once(
             lambda: all(counters(gw).get("chunks_in", 0) >= 3 * SECONDS for gw in OWNERS),
             "every engine took its chunks",
         )
+        # baselines are fitted in a child process; the windows that waited are scored after it
+        await wait_for(
+            lambda: all(
+                counters(gw).get("models_fitted", 0) >= 3 and counters(gw).get("windows_scored", 0) >= 30
+                for gw in OWNERS
+            ),
+            "every engine fitted its models and scored",
+            60,
+        )
         return status
 
     t = time.monotonic()
