@@ -123,7 +123,12 @@ timeout_s = 2.0
         sampler = Sampler(eng.pid)
         samp = asyncio.create_task(sampler.run())
         m = lambda: metrics(port)  # noqa: E731
-        await until(lambda: m().get("sink_written_influx", 0) >= 50, 60, "first writes")
+        # both ovens monitoring (their baselines are fitted in a child process) and writing
+        await until(
+            lambda: m().get("models_fitted", 0) >= 2 and m().get("sink_written_influx", 0) >= 50,
+            60,
+            "models fitted, first writes",
+        )
 
         # 1. database down: monitoring goes on, the spool holds everything
         await asyncio.to_thread(victoria.stop)

@@ -311,7 +311,7 @@ async def test_wall_clock_jumps_with_libfaketime(
         pytest.skip("libfaketime not installed (apt-get install faketime)")
     broker = mosquitto_factory()
     state = tmp_path / "state"
-    cfg = write(tmp_path / "engine.toml", engine_toml(state, broker.url, latching=False, stale_after_s=2.0))
+    cfg = write(tmp_path / "engine.toml", engine_toml(state, broker.url, latching=False, stale_after_s=5.0))
     offset = tmp_path / "faketime"
     offset.write_text("+0\n")
     env = {
