@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,7 @@ Job = tuple[str, ModelConfig, tuple[str, ...], np.ndarray]
 
 
 async def fit_many_in_child(
-    jobs: list[Job], workdir: Path, timeout_s: float = 900.0
+    jobs: list[Job], workdir: Path | None = None, timeout_s: float = 900.0
 ) -> dict[str, LearnedModel | ModelError]:
     """Fit every job in ONE child process (one scikit-learn import for all of them).
 
@@ -135,7 +136,10 @@ async def fit_many_in_child(
     :class:`ModelError` saying why it failed (the child's reason, a timeout, a refused file).
     The job folders are removed either way.
     """
-    dirs = {a: workdir / f"fit-{a}-{os.getpid()}-{next(_jobs)}" for a, *_ in jobs}
+    # job files go to the system temp folder by default, not the state folder: the spool's disk
+    # may be small and full (the spool then drops its oldest records to make room)
+    base = Path(tempfile.mkdtemp(prefix="machinewatch-fit-")) if workdir is None else workdir
+    dirs = {a: base / f"fit-{a}-{os.getpid()}-{next(_jobs)}" for a, *_ in jobs}
     out: dict[str, LearnedModel | ModelError] = {}
     try:
         for asset, model, names, x in jobs:
@@ -181,6 +185,8 @@ async def fit_many_in_child(
     finally:
         for d in dirs.values():
             shutil.rmtree(d, ignore_errors=True)
+        if workdir is None:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 async def fit_in_child(

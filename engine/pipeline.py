@@ -360,7 +360,7 @@ class Engine:
             log.info(
                 "fitting %d baseline(s) in a child process: %s", len(jobs), ", ".join(a for a, *_ in jobs)
             )
-            res = await fit_many_in_child(jobs, self.config.engine.state_dir)
+            res = await fit_many_in_child(jobs)
             for asset, _ in batch:
                 r = res[asset]
                 if isinstance(r, ModelError):

@@ -59,6 +59,9 @@ summary_interval_s = {interval_s}
 health_interval_s = 0.5
 spool_max_bytes = {spool_max_bytes}
 http_port = {http_port}
+# these tests are about sinks, the spool, the broker and clocks: fit in-process so their timing does
+# not depend on a child's start (fitting in a child: tests/engine/test_fitworker.py, test_fleet, demo)
+fit_in_subprocess = false
 
 [model]
 learn_windows = 30
