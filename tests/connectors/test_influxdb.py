@@ -375,7 +375,9 @@ async def test_outage_under_load_every_summary_arrives_once(
     victoria: VictoriaMetrics, tmp_path: Path
 ) -> None:
     site = "outage-" + uuid.uuid4().hex[:8]
-    cfg = config(tmp_path, site, victoria.url, speedup="50.0", duration_s=320.0, interval_s=2.0, local=True)
+    # a long run that the test stops itself: a slow database shutdown on a loaded machine must not
+    # let the run end before the outage has been seen (CI once timed out here with a 320 s run)
+    cfg = config(tmp_path, site, victoria.url, speedup="50.0", duration_s=36000.0, interval_s=2.0, local=True)
     eng = Engine(cfg, install_signals=False)
     run = asyncio.create_task(eng.run())
     await until(lambda: eng.counters["sink_written_influx"] >= 20, "first writes")
@@ -387,6 +389,14 @@ async def test_outage_under_load_every_summary_arrives_once(
     )
     assert eng.spool is not None and eng.spool.pending("influx") > 0
     await asyncio.to_thread(victoria.start)
+    up_at = eng.counters["summaries"]
+    spool = eng.spool
+    await until(
+        lambda: spool.pending("influx") == 0 and eng.counters["summaries"] >= max(up_at + 20, 150),
+        "the backlog to drain after the outage",
+        timeout_s=60.0,
+    )
+    eng.stop()
     report = await asyncio.wait_for(run, 60)
     n = report.counters["summaries"]
     assert n >= 150 and report.counters["spool_records_left"] == 0
