@@ -8,6 +8,7 @@ import numpy as np
 from numba import njit
 
 from machinewatch.engine.config import StreamConfig
+from machinewatch.engine.features.base import bit_views, float_extremes
 from machinewatch.engine.numba_opts import NJIT_REDUCE
 
 QUALITY_FLAGS = ("nan", "flatline", "clipping")
@@ -16,40 +17,32 @@ QUALITY_FLAGS = ("nan", "flatline", "clipping")
 #: a ~2 us kernel keeps the GIL: releasing it per window would cost a reacquisition each time,
 #: up to the switch interval (5 ms) while the event loop runs Python (the GIL convoy)
 @njit(**{**NJIT_REDUCE, "nogil": False})
-def _scan(
-    x: np.ndarray, keys: np.ndarray, mask: int, shift: int, clip: float
-) -> tuple[float, float, float, int]:
+def _scan(x: np.ndarray, keys: np.ndarray, ukeys: np.ndarray, clip: float) -> tuple[float, float, float, int]:
     """One pass: NaN-if-non-finite marker, min, max and the count of ``|x| >= clip``.
 
-    Min and max go through order-preserving integer keys (see ``features.vibration._sums``):
-    a float min/max keeps a numba loop scalar, and four numpy passes cost ~25 us per window.
+    Min and max come from the extremes of the bit patterns (``keys``, ``ukeys``:
+    :func:`.features.base.bit_views`, :func:`.features.base.float_extremes`): a float min/max
+    keeps a numba loop scalar, and four numpy passes cost ~25 us per window.
     """
     bad = 0.0
     n = 0
-    k0 = keys[0] ^ ((keys[0] >> shift) & mask)
-    kmn = k0
-    kmx = k0
+    smin = keys[0]
+    smax = keys[0]
+    umin = ukeys[0]
+    umax = ukeys[0]
     for j in range(x.shape[0]):
         v = np.float64(x[j])
         bad += v - v
         if abs(v) >= clip:
             n += 1
         k = keys[j]
-        k = k ^ ((k >> shift) & mask)
-        kmn = min(kmn, k)
-        kmx = max(kmx, k)
-    t = np.empty(2, keys.dtype)
-    t[0] = kmn ^ ((kmn >> shift) & mask)
-    t[1] = kmx ^ ((kmx >> shift) & mask)
-    f = t.view(x.dtype)
-    return bad, np.float64(f[0]), np.float64(f[1]), n
-
-
-#: same-width int type, key mask and sign shift per float width (see :func:`_scan`)
-_KEYS = {
-    4: (np.int32, np.int32(np.iinfo(np.int32).max), np.int32(31)),
-    8: (np.int64, np.int64(np.iinfo(np.int64).max), np.int64(63)),
-}
+        u = ukeys[j]
+        smin = min(smin, k)
+        smax = max(smax, k)
+        umin = min(umin, u)
+        umax = max(umax, u)
+    lo, hi = float_extremes(smin, smax, umin, umax, keys, x)
+    return bad, lo, hi, n
 
 
 def quality_flag(values: np.ndarray, stream: StreamConfig) -> str | None:
@@ -63,8 +56,7 @@ def quality_flag(values: np.ndarray, stream: StreamConfig) -> str | None:
     a = np.ascontiguousarray(values).reshape(-1)
     if a.dtype != np.float32 and a.dtype != np.float64:
         a = a.astype(np.float64)
-    it, mask, shift = _KEYS[a.dtype.itemsize]
-    bad, lo, hi, nclip = _scan(a, a.view(it), mask, shift, stream.clip_level)
+    bad, lo, hi, nclip = _scan(a, *bit_views(a), stream.clip_level)
     if bad != 0.0:
         return "nan"
     if stream.window_samples > 1 and hi - lo <= stream.flatline_p2p:
@@ -76,10 +68,10 @@ def quality_flag(values: np.ndarray, stream: StreamConfig) -> str | None:
 
 @njit(**{**NJIT_REDUCE, "nogil": False})
 def _scan_rows(
-    x: np.ndarray, keys: np.ndarray, mask: int, shift: int, clip: float, res: np.ndarray, nclip: np.ndarray
+    x: np.ndarray, keys: np.ndarray, ukeys: np.ndarray, clip: float, res: np.ndarray, nclip: np.ndarray
 ) -> None:
     for i in range(x.shape[0]):
-        bad, lo, hi, n = _scan(x[i], keys[i], mask, shift, clip)
+        bad, lo, hi, n = _scan(x[i], keys[i], ukeys[i], clip)
         res[i, 0] = bad
         res[i, 1] = lo
         res[i, 2] = hi
@@ -94,10 +86,9 @@ def quality_flags(windows: np.ndarray, stream: StreamConfig) -> list[str | None]
         a = a.astype(np.float64)
     if n == 0 or a.shape[1] == 0:
         return [quality_flag(w, stream) for w in a]
-    it, mask, shift = _KEYS[a.dtype.itemsize]
     res = np.empty((n, 3))
     nclip = np.empty(n, dtype=np.int64)
-    _scan_rows(a, a.view(it), mask, shift, stream.clip_level, res, nclip)
+    _scan_rows(a, *bit_views(a), stream.clip_level, res, nclip)
     out: list[str | None] = []
     flat = stream.window_samples > 1
     need = max(2, a.shape[1] // 1000)

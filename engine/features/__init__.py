@@ -52,7 +52,7 @@ from machinewatch.engine.config import MachineConfig, StreamConfig
 from machinewatch.engine.features.base import FeatureExtractor, stack_windows
 from machinewatch.engine.features.current import CurrentExtractor, current_names
 from machinewatch.engine.features.scalar import SCALAR_NAMES, ScalarExtractor
-from machinewatch.engine.features.vibration import VibrationExtractor, vibration_names
+from machinewatch.engine.features.vibration import MKL_MIN_BATCH, VibrationExtractor, vibration_names
 
 
 def feature_names(stream: StreamConfig, machine: MachineConfig) -> tuple[str, ...]:
@@ -95,13 +95,15 @@ def warmup(
     ex = make_extractor(stream, machine)
     shape = (stream.window_samples,) if stream.channels == 1 else (stream.window_samples, stream.channels)
     rng = np.random.default_rng(0)
-    base = rng.standard_normal((2, *shape))
-    shaft = np.full(2, machine.shaft_hz or 25.0)
-    out = np.empty((2, len(ex.names)))
+    rows = MKL_MIN_BATCH  # small and large batches take different paths with the MKL backend
+    base = rng.standard_normal((rows, *shape))
+    shaft = np.full(rows, machine.shaft_hz or 25.0)
+    out = np.empty((rows, len(ex.names)))
     for dtype in dtypes:
         x = base.astype(dtype)
         ro = np.frombuffer(x.tobytes(), dtype=dtype).reshape(x.shape)  # read-only
         for arr in (x, ro):
             ex.compute_batch(arr, shaft, out)
+            ex.compute_batch(arr[:2], shaft[:2], out[:2])
             ex.compute(arr[0], float(shaft[0]), out[0])
             stack_windows([arr[0], arr[1]])

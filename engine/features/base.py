@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["FeatureExtractor", "as_windows", "shaft_array", "stack_windows"]
+__all__ = ["FeatureExtractor", "as_windows", "bit_views", "float_extremes", "shaft_array", "stack_windows"]
 
 from abc import ABC, abstractmethod
 
@@ -15,6 +15,34 @@ from machinewatch.engine.numba_opts import NJIT
 
 F64 = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
+
+
+def bit_views(x: npt.NDArray[np.floating]) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` viewed as same-width signed and unsigned ints (see :func:`float_extremes`)."""
+    if x.dtype == np.float32:
+        return x.view(np.int32), x.view(np.uint32)
+    return x.view(np.int64), x.view(np.uint64)
+
+
+@njit(**NJIT)
+def float_extremes(
+    smin: int, smax: int, umin: int, umax: int, keys: np.ndarray, x: np.ndarray
+) -> tuple[float, float]:
+    """Min and max of finite floats ``x`` from the extremes of their bit patterns as signed
+    (``smin``, ``smax``) and unsigned (``umin``, ``umax``) ints; ``keys`` is ``x``'s signed view.
+
+    Non-negative floats order like their bits, negative ones in reverse and below them, so the
+    max is the largest signed pattern if any is non-negative (else the smallest), and the min
+    the largest unsigned pattern if any is negative (else the smallest). A plain integer
+    min/max vectorises with the sums of the same loop, where a float one (NaN rules) keeps it
+    scalar and key arithmetic widened it: 0.5 us per 4096 float32 values here, against 1.3 us
+    for transformed keys and ~6 us for float compares. Meaningless if a NaN/inf is present.
+    """
+    b = np.empty(2, keys.dtype)
+    b[0] = umax if smin < 0 else umin  # the same bits, read as signed
+    b[1] = smax if smax >= 0 else smin
+    t = b.view(x.dtype)
+    return np.float64(t[0]), np.float64(t[1])
 
 
 @njit(**{**NJIT, "nogil": False})

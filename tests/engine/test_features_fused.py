@@ -1,4 +1,5 @@
-"""The fused vibration kernel (numba-compiled FFTs) gives the scipy-driven path's numbers to rounding."""
+"""Every FFT backend of the vibration features gives the scipy-driven path's numbers to rounding,
+and the backend is chosen (or forced) as documented."""
 
 from __future__ import annotations
 
@@ -6,17 +7,25 @@ import numpy as np
 import pytest
 
 from machinewatch.engine.config import BearingGeometry, MachineConfig, StreamConfig
-from machinewatch.engine.features.vibration import HAVE_NUMBA_FFT, VibrationExtractor
+from machinewatch.engine.features import vibration
+from machinewatch.engine.features.vibration import FFT_ENV, VibrationExtractor, fft_backend
+
+HAVE_MKL = vibration._load_mkl() is not None
+INSTALLED = [b for b, have in (("mkl", HAVE_MKL), ("ducc0", vibration.HAVE_NUMBA_FFT)) if have]
 
 
-@pytest.mark.skipif(not HAVE_NUMBA_FFT, reason="rocket-fft not installed")
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("bearing", [None, BearingGeometry(9, 0.3126, 1.537)])
-def test_fused_equals_scipy_path(dtype: type, bearing: BearingGeometry | None) -> None:
-    rng = np.random.default_rng(3)
-    ex = VibrationExtractor(
+def _extractor(bearing: BearingGeometry | None) -> VibrationExtractor:
+    return VibrationExtractor(
         StreamConfig("v", "vibration", 25600.0, 4096, 4096), MachineConfig(shaft_hz=29.95, bearing=bearing)
     )
+
+
+@pytest.mark.parametrize("backend", INSTALLED)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bearing", [None, BearingGeometry(9, 0.3126, 1.537)])
+def test_backend_equals_scipy_path(backend: str, dtype: type, bearing: BearingGeometry | None) -> None:
+    rng = np.random.default_rng(3)
+    ex = _extractor(bearing)
     ex.chunk = 8  # several sub-batches, the last one short
     x = rng.standard_normal((19, 4096)).astype(dtype)
     x[4, 100] = np.nan  # a broken window stays broken
@@ -24,12 +33,47 @@ def test_fused_equals_scipy_path(dtype: type, bearing: BearingGeometry | None) -
     shaft[7] = np.nan  # unknown speed
     a = np.empty((19, len(ex.names)))
     b = np.empty_like(a)
-    assert ex.fused
+    ex.backend = backend
     ok_a = ex.compute_batch(x, shaft, a)
-    ex.fused = False
+    ex.backend = "scipy"
     ok_b = ex.compute_batch(x, shaft, b)
     np.testing.assert_array_equal(ok_a, ok_b)
-    assert not ok_a[4]
-    # NaN where NaN; elsewhere equal to the last bits (the same pocketfft, in place or not)
-    rtol = 5e-6 if dtype == np.float32 else 1e-13
-    np.testing.assert_allclose(a, b, rtol=rtol, atol=0)
+    assert not ok_a[4] and ok_a.sum() == 18
+    assert np.isnan(a[4]).all() and np.isnan(a[7, len(vibration.TIME_NAMES) + 9 :]).all()
+    # NaN where NaN; elsewhere equal to rounding (DUCC0 is scipy's pocketfft; MKL differs in
+    # the last float32 bits, like any two FFT libraries)
+    rtol = 5e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-9 if backend == "mkl" else 0)
+
+
+def test_read_only_windows_are_copied_not_recompiled() -> None:
+    ex = _extractor(BearingGeometry(9, 0.3126, 1.537))
+    x = np.random.default_rng(1).standard_normal((3, 4096)).astype(np.float32)
+    a = np.empty((3, len(ex.names)))
+    b = np.empty_like(a)
+    ex.compute_batch(x, None, a)
+    x.flags.writeable = False
+    ex.compute_batch(x, None, b)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_fastest_installed_backend_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(FFT_ENV, raising=False)
+    assert fft_backend() == ("mkl" if HAVE_MKL else "ducc0")
+    assert _extractor(None).backend == fft_backend()
+
+
+@pytest.mark.parametrize("name", ["scipy", "ducc0", " DUCC0 "])
+def test_a_backend_can_be_forced(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setenv(FFT_ENV, name)
+    assert fft_backend() == name.strip().lower()
+
+
+def test_unknown_or_missing_forced_backend_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(FFT_ENV, "fftw")
+    with pytest.raises(ValueError, match=r"MACHINEWATCH_FFT='fftw': expected one of mkl, ducc0, scipy"):
+        fft_backend()
+    monkeypatch.setenv(FFT_ENV, "mkl")
+    monkeypatch.setattr(vibration, "_load_mkl", lambda: None)
+    with pytest.raises(ValueError, match=r"mkl_fft is not installed"):
+        fft_backend()

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from machinewatch.engine.config import StreamConfig, load_config_text
 from machinewatch.engine.errors import ConfigError
+from machinewatch.engine.features.base import bit_views, float_extremes
 from machinewatch.engine.quality import quality_flag, quality_flags
 
 S = StreamConfig("v", "vibration", 100.0, 8, 8, clip_level=1.0)
@@ -51,3 +55,23 @@ kind = "simulator"
     assert load_config_text(text.format(v="-1")).assets["p"].streams["t"].flatline_p2p == -1.0
     with pytest.raises(ConfigError, match=r"assets\.p\.streams\.t\.flatline_p2p"):
         load_config_text(text.format(v='"off"'))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([np.float32, np.float64]).flatmap(
+        lambda dt: st.lists(
+            st.floats(allow_nan=False, allow_infinity=False, width=32 if dt == np.float32 else 64),
+            min_size=1,
+            max_size=64,
+        ).map(lambda v: np.array(v, dtype=dt))
+    )
+)
+def test_float_extremes_from_bit_patterns_match_numpy(x: np.ndarray) -> None:
+    """Min/max from the bit patterns' integer extremes (signs, -0.0, subnormals, both widths)."""
+    keys, ukeys = bit_views(x)
+    mn, mx = float_extremes(keys.min(), keys.max(), ukeys.min(), ukeys.max(), keys, x)
+    assert mn == float(np.min(x)) and mx == float(np.max(x))
+    if float(np.min(x)) == 0.0:  # -0.0 and 0.0 compare equal; the sign may be either's
+        return
+    assert math.copysign(1.0, mn) == math.copysign(1.0, float(np.min(x)))
