@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from machinewatch.engine.config import Config, load_config, load_config_text
+from machinewatch.engine.features.vibration import fft_backend
 from machinewatch.engine.hotpath import HotPath, model_factory
 from machinewatch.engine.scoring import LearnedModel, fit_for
 from machinewatch.engine.types import Chunk, Window
@@ -212,13 +213,14 @@ def main(args: argparse.Namespace) -> int:
                         for k, c in costs.items()
                     },
                     **cap,
+                    "fft_backend": fft_backend(),
                     "load_average": load[0],
                 }
             )
         )
         return 0
     print(
-        f"hot path on this gateway ({cpus} cpus, load average {load[0]:.2f}); "
+        f"hot path on this gateway ({cpus} cpus, load average {load[0]:.2f}, FFT backend {fft_backend()}); "
         f"{args.seconds:g} s of synthetic data per run, median of {args.repeat}"
     )
     for c in costs.values():
