@@ -215,23 +215,25 @@ class QuantizedModel(AnomalyModel):
     def _row_state(self, extra: Callable[[], tuple[Any, ...]]) -> tuple[Any, ...]:
         """The arrays an int8 row kernel takes, built once per fitted model and cached.
 
-        Returns ``(center, scale, w1 int8, w1 scales, *extra(), RowScratch, f)``; rebuilt when
-        the model's ``w1_`` changed (a refit or a load).
+        Returns ``(center and scale stacked, w1 int8, w1 scales, *extra(), float64 scratch rows,
+        int8 scratch, f)``; rebuilt when the model's ``w1_`` changed (a refit or a load). The
+        cache check is two dictionary lookups: this runs once per scored window.
         """
-        names = ("center_", "scale_", "w1_", "w1s_")  # the same in every int8 linear model
-        center, scale, w1, w1s = (getattr(self, n, None) for n in names)
-        st: tuple[Any, ...] | None = getattr(self, "_row", None)
+        st: tuple[Any, ...] | None = self.__dict__.get("_row")
+        w1 = self.__dict__.get("w1_")
         if st is None or st[0] is not w1:
             self._check_fitted()
             f = len(self.feature_names_)
+            center, scale, w1s = (getattr(self, n) for n in ("center_", "scale_", "w1s_"))
+            scratch = RowScratch(f, f)
             st = (
                 w1,
-                np.ascontiguousarray(center, dtype=np.float64),
-                np.ascontiguousarray(scale, dtype=np.float64),
+                np.ascontiguousarray(np.stack([center, scale]), dtype=np.float64),
                 np.ascontiguousarray(w1, dtype=np.int8),
                 np.ascontiguousarray(w1s, dtype=np.float64),
                 *extra(),
-                RowScratch(f, f),
+                scratch.f64,
+                scratch.i8,
                 f,
             )
             self._row = st

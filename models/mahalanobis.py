@@ -82,8 +82,8 @@ class QuantizedMahalanobis(QuantizedModel):
 
     def score_row(self, x: F64, contrib: F64) -> float:
         """One row in one int8 kernel call (see :meth:`AnomalyModel.score_row`)."""
-        center, scale, w1, w1s, scratch, f = self._row_state(tuple)
-        return qmahalanobis_row(self._row_input(x, contrib, f), center, scale, w1, w1s, scratch, contrib)
+        cs, w1, w1s, b, q, f = self._row_state(tuple)
+        return float(qmahalanobis_row(self._row_input(x, contrib, f), cs, w1, w1s, b, q, contrib))
 
     def _contributions(self, x: F64) -> F64:
         z, y = self._y(x)

@@ -128,7 +128,7 @@ class QuantizedPCA(QuantizedModel):
 
     def score_row(self, x: F64, contrib: F64) -> float:
         """One row in one int8 kernel call (see :meth:`AnomalyModel.score_row`)."""
-        center, scale, w1, w1s, wr, wrs, spe, scratch, f = self._row_state(
+        cs, w1, w1s, wr, wrs, spe, b, q, f = self._row_state(
             lambda: (
                 np.ascontiguousarray(self.wr_, dtype=np.int8),
                 np.ascontiguousarray(self.wrs_, dtype=np.float64),
@@ -136,7 +136,7 @@ class QuantizedPCA(QuantizedModel):
             )
         )
         a = self._row_input(x, contrib, f)
-        return qpca_row(a, center, scale, w1, w1s, wr, wrs, spe, scratch, contrib)
+        return float(qpca_row(a, cs, w1, w1s, wr, wrs, spe, b, q, contrib))
 
     def _contributions(self, x: F64) -> F64:
         z, u, r = self._parts(x)
