@@ -11,7 +11,7 @@ __all__ = ["HotPath", "Outputs", "WindowResult"]
 
 import logging
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,6 +78,7 @@ class HotPath:
         self.counters: Counter[str] = Counter()
         self.buffers: dict[str, StreamBuffer] = {}
         self.extractors: dict[str, feats.FeatureExtractor] = {}
+        self._batch_keys: dict[str, Hashable] = {}
         self.scorers: dict[str, AssetScorer] = {}
         self.alarms: dict[str, AlarmMachine] = {}
         self.summarisers: dict[str, AssetSummariser] = {}
@@ -97,6 +98,7 @@ class HotPath:
                 )
                 ex = feats.make_extractor(s, a.machine)
                 self.extractors[sid] = ex
+                self._batch_keys[sid] = ex.batch_key()
                 names[s.name] = tuple(ex.names)
             factory = model_factory(a.model.kind, dict(a.model.options))
             self.scorers[a.name] = AssetScorer(a, names, factory, learned.get(a.name))
@@ -125,28 +127,36 @@ class HotPath:
     def features(self, windows: list[Window]) -> list[WindowResult]:
         """Quality check and features of a batch of windows (thread-safe: reads config only).
 
-        Windows of the same stream go through one batched kernel call.
+        Windows of streams whose extractors compute alike (:meth:`FeatureExtractor.batch_key`:
+        for example vibration streams of the same rate and window on identical bearings) go
+        through one batched kernel call: 16 streams completing a window together cost one call
+        of 16 windows (~23 us each) instead of 16 calls of one (~50-67 us each).
         """
         out = [WindowResult(w, None, None) for w in windows]
-        by_stream: dict[str, list[WindowResult]] = {}
+        groups: dict[Hashable, dict[str, list[WindowResult]]] = {}
         for r in out:
-            by_stream.setdefault(r.window.stream_id, []).append(r)
-        for sid, all_rs in by_stream.items():
-            _, stream = self.config.stream(sid)
-            # one stack and one quality kernel per stream, both keeping the GIL: no GIL round trip
-            # per window (each can wait a whole switch interval while the loop runs Python)
+            sid = r.window.stream_id
+            groups.setdefault(self._batch_keys[sid], {}).setdefault(sid, []).append(r)
+        for streams in groups.values():
+            # one stack per group and one quality kernel per stream (a contiguous slice), both
+            # keeping the GIL: no GIL round trip per window (each can wait a whole switch
+            # interval while the loop runs Python)
+            all_rs = [r for rs in streams.values() for r in rs]
             stack = feats.stack_windows([r.window.values for r in all_rs])
-            flags = quality_flags(stack, stream)
-            for r, f in zip(all_rs, flags, strict=True):
-                r.flag = f
-            rs = [r for r in all_rs if r.flag is None]
-            if not rs:
+            i = 0
+            for sid, rs in streams.items():
+                _, stream = self.config.stream(sid)
+                for r, f in zip(rs, quality_flags(stack[i : i + len(rs)], stream), strict=True):
+                    r.flag = f
+                i += len(rs)
+            keep = [i for i, r in enumerate(all_rs) if r.flag is None]
+            if not keep:
                 continue
-            if len(rs) < len(all_rs):
-                stack = stack[[i for i, f in enumerate(flags) if f is None]]
-            ex = self.extractors[sid]
-            asset_name = sid.partition("/")[0]
-            speed = np.full(len(rs), self.speed_hz[asset_name])
+            if len(keep) < len(all_rs):
+                stack = stack[keep]
+            rs = [all_rs[i] for i in keep]
+            ex = self.extractors[rs[0].window.stream_id]
+            speed = np.array([self.speed_hz[r.window.stream_id.partition("/")[0]] for r in rs])
             res = np.empty((len(rs), len(ex.names)))
             ok = ex.compute_batch(stack, speed, res)
             for i, r in enumerate(rs):

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = ["FeatureExtractor", "as_windows", "bit_views", "float_extremes", "shaft_array", "stack_windows"]
 
 from abc import ABC, abstractmethod
+from collections.abc import Hashable
 
 import numpy as np
 import numpy.typing as npt
@@ -118,6 +119,11 @@ class FeatureExtractor(ABC):
     def n_features(self) -> int:
         """``len(names)``."""
         return len(self.names)
+
+    def batch_key(self) -> Hashable:
+        """Extractors with equal keys compute alike (shaft speed is per window): windows of their
+        streams may share one :meth:`compute_batch` call. Default: this extractor only."""
+        return ("extractor", id(self))
 
     def compute(self, values: npt.ArrayLike, shaft_hz: float | None, out: F64) -> bool:
         """Features of one window into ``out`` (``len(names)`` float64); False on NaN/inf.
