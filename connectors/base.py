@@ -147,6 +147,17 @@ class Source(_Connector):
         """
         raise NotImplementedError
 
+    async def ready(self) -> None:
+        """Return once data published from now on reaches this source (subscribed, listening).
+
+        The engine announces itself ``online`` (:mod:`machinewatch.engine.status`) only after
+        every source is ready, so a publisher that waits for ``online`` loses nothing. The
+        default is ready at once: a source that reads (polls, replays) rather than subscribes
+        misses nothing by starting later. A broker subscription is not in place when the
+        connection is: override this where the difference can drop data.
+        """
+        return None
+
 
 class Sink(_Connector):
     """Summaries and alarm events out. ``write`` raises ``ConnectorError`` on failure.

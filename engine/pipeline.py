@@ -19,7 +19,7 @@ import random
 import signal
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ from machinewatch.engine.learning import ModelStore, restore_models, save_learne
 from machinewatch.engine.logutil import RateLimitedLog
 from machinewatch.engine.registry import registry
 from machinewatch.engine.scoring import LearnedModel
+from machinewatch.engine.silence import SilenceClock
 from machinewatch.engine.spool import Spool
 from machinewatch.engine.status import CommandDir, EngineStatus
 from machinewatch.engine.types import AlarmEvent, Chunk, Summary, Window
@@ -110,7 +111,9 @@ class Engine:
         self._actuators: dict[str, PolicedActuator] | None = None
         self._act_last: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._act_inflight = 0
-        self.last_chunk_wall: dict[str, float] = {}
+        #: when each stream last delivered (monotonic), net of the engine's own stalls; its
+        #: tick is the watchdog's period
+        self.silence = SilenceClock(0.5, time.monotonic())
         self._closing = False
         # alarm state survives restarts (a latched alarm stays latched); quality alarms per stream
         self.alarm_store = AlarmStore(config.engine.state_dir)
@@ -181,7 +184,7 @@ class Engine:
                 policed = {n: PolicedActuator(a) for n, a in actuators.items()}
                 tg.create_task(self._actuator_task(policed), name="actuators")
                 tg.create_task(self._watchdog_task(), name="watchdog")
-                status = self._status_link()
+                status = self._status_link(sources)
                 if status is not None:
                     tg.create_task(status.run(self._closed), name="status")
                 persist = tg.create_task(self._persist_task(), name="persist")
@@ -245,7 +248,7 @@ class Engine:
                     self._stream_down(item)
                     continue
                 self.counters["chunks_in"] += 1
-                self.last_chunk_wall[item.stream_id] = time.monotonic()
+                self.silence.heard(item.stream_id, time.monotonic())
                 q = self.quality.get(item.stream_id)
                 if q is not None and q.state == "STALE":
                     self._quality_event(item.stream_id, q.data(), item.t0_ns)
@@ -628,7 +631,7 @@ class Engine:
         )
         return True
 
-    def _status_link(self) -> EngineStatus | None:
+    def _status_link(self, sources: Sequence[Source] = ()) -> EngineStatus | None:
         for p in self.config.sources.values():
             if p.kind == "mqtt" and p.options.get("status", True):
                 site = self.config.engine.site
@@ -642,6 +645,8 @@ class Engine:
                     gateway=self.config.engine.gateway_id,
                     client_id=mqtt_client_id(p.options, self.config, f"machinewatch-{site}") + "-status",
                     assets=list(self.config.assets),
+                    # "online" only once every source listens: a publisher waiting for it loses nothing
+                    ready=lambda: asyncio.gather(*(s.ready() for s in sources)),
                 )
         return None
 
@@ -652,16 +657,20 @@ class Engine:
 
     async def _watchdog_task(self) -> None:
         """Each 0.5 s (monotonic): STALE streams, shelf expiry, command files, counters file."""
-        started = time.monotonic()
         counters_path = self.config.engine.state_dir / "counters.json"
         while not self._closed.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closed.wait(), 0.5)
+                await asyncio.wait_for(self._closed.wait(), self.silence.tick_s)
             now = time.monotonic()
+            # a late tick: the engine stood still (the data waiting in the socket is read right
+            # after this), so that time is nobody's silence (see machinewatch.engine.silence)
+            stalled = self.silence.tick(now)
+            if stalled > 1.0:
+                self._rl.warning("stall", "engine stalled %.1f s: not counted as silence", stalled)
             for a in self.config.assets.values():
                 for s in a.streams.values():
                     sid = a.stream_id(s.name)
-                    silent = now - self.last_chunk_wall.get(sid, started)
+                    silent = self.silence.silent_s(sid, now)
                     if silent > s.stale_after_s and self.quality[sid].state != "STALE":
                         d = self.quality[sid].stale(silent)
                         self.hot.buffers[sid].reset()  # never stitch a window across the silence

@@ -2,8 +2,10 @@
 
 Topics (prefix ``machinewatch/<site>/_engine``):
 
-``.../<gateway>/status``     retained ``online`` on connect, ``offline`` on a clean stop, and
-                             ``offline`` through the broker's Last Will when the engine dies
+``.../<gateway>/status``     retained ``online`` once connected and every source is ready
+                             (subscribed: data published from then on is not lost),
+                             ``offline`` on a clean stop, and ``offline`` through the
+                             broker's Last Will when the engine dies
 ``.../<gateway>/heartbeat``  every ``heartbeat_s``: JSON ``{"t_ns", "uptime_s", "gateway",
                              "assets": [...], "counters": {...}}``
 ``.../ack``                  operator commands in: ``{"asset": "pump1", "by": "alice"}`` (or the
@@ -29,7 +31,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +136,9 @@ class EngineStatus:
         The MQTT client id (default ``machinewatch-<site>[-<gateway>]-status``).
     assets
         The assets this engine runs (in each heartbeat).
+    ready
+        Awaited before ``online`` is published: the engine's sources are subscribed. Commands
+        are received meanwhile. Default: ready at once.
     """
 
     def __init__(
@@ -149,6 +154,7 @@ class EngineStatus:
         gateway: str = "",
         client_id: str | None = None,
         assets: Sequence[str] = (),
+        ready: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.options = options
         self.commands_prefix = status_prefix(site)
@@ -164,6 +170,7 @@ class EngineStatus:
         gw = f"-{gateway}" if gateway else ""
         self.client_id = client_id or str(options.get("client_id", f"machinewatch-{site}{gw}")) + "-status"
         self._client: Any = None
+        self.ready = ready
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until ``stop`` is set, then publish ``offline`` and disconnect."""
@@ -176,11 +183,10 @@ class EngineStatus:
                     **kw, identifier=self.client_id, will=will, clean_session=True
                 ) as c:
                     self._client = c
-                    await c.publish(f"{self.prefix}/status", b"online", qos=1, retain=True)
                     await c.subscribe(f"{self.commands_prefix}/ack", qos=1)
                     await c.subscribe(f"{self.commands_prefix}/shelve", qos=1)
                     backoff.reset()
-                    beat: asyncio.Task[Any] = asyncio.create_task(self._beat(c))
+                    beat: asyncio.Task[Any] = asyncio.create_task(self._announce(c))
                     reader: asyncio.Task[Any] = asyncio.create_task(self._read(c))
                     stopper: asyncio.Task[Any] = asyncio.create_task(stop.wait())
                     done, _ = await asyncio.wait({beat, reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -202,7 +208,14 @@ class EngineStatus:
             except TimeoutError:
                 pass
 
-    async def _beat(self, c: Any) -> None:
+    async def _announce(self, c: Any) -> None:
+        """``online`` once the sources are ready, then a heartbeat every ``heartbeat_s``."""
+        # "online" is what a publisher or an orchestrator waits for before sending data: said
+        # before the data subscription was acknowledged, the first messages of a new session
+        # went nowhere (the broker routes a message only to the subscriptions it has then)
+        if self.ready is not None:
+            await self.ready()
+        await c.publish(f"{self.prefix}/status", b"online", qos=1, retain=True)
         while True:
             body = {
                 "t_ns": time.time_ns(),

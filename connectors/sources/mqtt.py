@@ -235,6 +235,8 @@ class MqttSource(Source):
         self._rl = RateLimitedLog(log)
         self._queue_cls = type("Queue", (CountingQueue,), {"dropped": 0})
         self._dropped_seen = 0
+        #: set while the subscriptions are acknowledged by the broker (cleared on a disconnect)
+        self.subscribed = asyncio.Event()
 
     @classmethod
     def validate_options(cls, options: Mapping[str, Any], path: str) -> list[ConfigProblem]:
@@ -263,6 +265,14 @@ class MqttSource(Source):
             queue_type=self._queue_cls,
         )
         return kw
+
+    async def ready(self) -> None:
+        """Return once the broker has acknowledged the subscriptions (see :meth:`Source.ready`).
+
+        Until then a message published to a new session's topics is not routed to it at all:
+        the broker drops it (the first start with a fresh ``client_id`` or ``clean_session``).
+        """
+        await self.subscribed.wait()
 
     def decode(self, topic: str, payload: bytes, now_ns: int | None = None) -> Chunk | Rejected | None:
         """One message -> a chunk, a rejection, or ``None`` for the engine's own topics.
@@ -318,7 +328,8 @@ class MqttSource(Source):
             try:
                 async with self.client_factory(**kw) as client:
                     for sub in self.topics.subscriptions:
-                        await client.subscribe(sub, qos=self.qos)
+                        await client.subscribe(sub, qos=self.qos)  # returns on the SUBACK
+                    self.subscribed.set()
                     self.connects += 1
                     self.backoff.reset()
                     log.info(
@@ -349,6 +360,7 @@ class MqttSource(Source):
                         for _ in range(self._overflow()):
                             yield Rejected("mqtt", "queue_overflow", "incoming queue full")
             except aiomqtt.MqttError as exc:
+                self.subscribed.clear()
                 delay = self.backoff.next()
                 self._rl.warning(
                     f"mqtt:{self.name}", "mqtt source %s: %s; reconnecting in %.2f s", self.name, exc, delay
