@@ -15,7 +15,8 @@ The server binds to ``127.0.0.1`` by default (``engine.http_host``), port ``engi
 (0 = off). It is a few lines of asyncio streams, not a web framework: two GET routes only.
 
 Metric names (all floats): ``queue_chunks``, ``queue_windows``, ``spool_records``,
-``spool_bytes``, ``spool_oldest_age_s``, ``spool_dropped_overflow``, ``spool_pending_<sink>``,
+``spool_bytes``, ``spool_oldest_age_s``, ``spool_dropped_overflow``, ``spool_reserve_released``
+(times a full disk took the spool's reserve), ``spool_pending_<sink>``,
 ``sink_lag_s_<sink>`` (age of the oldest record that sink has not written), ``sink_write_errors``,
 ``sink_written_<sink>``, ``sink_dead_letter_<sink>``, ``windows_shed``, ``windows_scored``,
 ``rejected_<reason>``, ``chunks_in``, ``summaries``, ``alarm_events``, ``uptime_s``, ``assets``
@@ -197,6 +198,7 @@ def engine_metrics(engine: Any) -> dict[str, float]:
             spool_oldest_age_s=st.oldest_age_s,
             spool_dropped_overflow=float(st.dropped_overflow),
             spool_quarantined=float(st.quarantined),
+            spool_reserve_released=float(st.reserve_released),
         )
         for sink, n in st.pending.items():
             m[f"spool_pending_{sink}"] = float(n)

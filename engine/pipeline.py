@@ -193,6 +193,8 @@ class Engine:
             st = self.spool.stats()
             self.counters["spool_dropped_overflow"] = st.dropped_overflow
             self.counters["spool_records_left"] = st.records
+            if st.reserve_released:
+                self.counters["spool_reserve_released"] = st.reserve_released
         report.counters = dict(self.counters) | {
             f"buffer_{k}": v for k, v in self.hot.buffer_counters().items()
         }

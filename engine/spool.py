@@ -20,6 +20,16 @@ in arrival order, and one cursor per sink: the id of the last record that sink a
   WAL is kept small (checkpoint every :data:`WAL_PAGES` pages) so the growth is in the database
   file, where freed pages are reused: with SQLite's default 1000-page WAL a 256 KiB disk held
   20 records in a 220 KiB WAL and nothing could be dropped to make room.
+- The spool keeps ``min_free_bytes`` of its disk as headroom, half of it as a *reserve*:
+  ``<name>.reserve``, a file of real blocks that only the spool gives back. Free space alone is
+  no guarantee: another writer (a model file, a log) can take the last byte between a commit
+  that grew the file and its checkpoint, and then neither the checkpoint nor the transaction
+  that drops records can be written, for good. When dropping fails on a full disk the reserve
+  is deleted, which lets the checkpoint and the drop through (logged, counted in
+  ``reserve_released``). While it is missing it is re-made at most every :data:`REARM_S`
+  seconds: the oldest records are dropped (counted) until the file's free list covers it, the
+  file is shortened by that much (``auto_vacuum`` incremental, for spool files created by this
+  version) and the reserve written again.
 - At open, a file that is not a database, or fails SQLite's ``quick_check``, is moved aside to
   ``<name>.corrupt-<unix time>`` and a fresh spool is created; every record that can still be
   read from the bad file (and decodes) is copied over, in order.
@@ -47,6 +57,7 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "MIN_FREE_BYTES",
+    "REARM_S",
     "WAL_PAGES",
     "Record",
     "Spool",
@@ -88,6 +99,8 @@ WAL_PAGES = 8
 MIN_FREE_BYTES = 2 * WAL_PAGES * 4096
 #: on a full disk: rounds of dropping the oldest records (doubling the batch) before a put is refused
 _FULL_ROUNDS = 10
+#: seconds between attempts to re-make a missing reserve (each may drop records, counted)
+REARM_S = 10.0
 _KINDS: dict[str, type[Any]] = {"s": Summary, "a": AlarmEvent, "h": HealthSample}
 #: a stored row: id, wall time (ns), kind, body
 _Row = tuple[int, int, str, bytes]
@@ -144,6 +157,7 @@ class SpoolStats:
     pending: dict[str, int]
     lag_s: dict[str, float]
     quarantined: int
+    reserve_released: int = 0
 
 
 class Spool:
@@ -160,7 +174,8 @@ class Spool:
     min_free_bytes
         Free space the spool leaves on its disk: oldest records are dropped (counted) rather
         than growing the file into it. The headroom lets SQLite write the transactions that
-        drop records even when the disk is full; 0 turns the check off.
+        drop records even when the disk is full. Half of it is held as the reserve file while
+        that exists; 0 turns both off.
     """
 
     def __init__(
@@ -178,7 +193,12 @@ class Spool:
         self.sinks = list(sinks)
         self.max_bytes = int(max_bytes)
         self.min_free_bytes = int(min_free_bytes)
+        self.reserve_bytes = self.min_free_bytes // 2
         self.quarantined = 0
+        self.reserve_path = self.path.with_name(self.path.name + ".reserve")
+        self.reserve_released = 0
+        self._reserve_armed = False
+        self._rearm_after = 0.0
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         salvaged: list[_Row] = []
@@ -196,11 +216,24 @@ class Spool:
         self._bytes, self._records = self._measure()
         self._dropped = self._meta("dropped_overflow")
         self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        # 2 = incremental: files made before the reserve cannot be shortened (no drops for it)
+        self._can_shrink = int(self._db.execute("PRAGMA auto_vacuum").fetchone()[0]) == 2
+        self._reserve_armed = self._arm_reserve()
+        if not self._reserve_armed:
+            self._rearm_after = time.monotonic() + REARM_S
+            log.warning(
+                "spool %s: no room for its %d-byte reserve on a full disk yet (retried every %.0f s)",
+                self.path,
+                self.reserve_bytes,
+                REARM_S,
+            )
 
     # -- opening, checking, quarantine --------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False, isolation_level=None)
+        # new files only (SQLite ignores it once tables exist): lets the spool give pages back
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
@@ -300,6 +333,8 @@ class Spool:
                     # bytes, no committed frame still needs the file to grow, and the WAL's own
                     # blocks can be reused by the transactions that drop records
                     self._checkpoint()
+                if not self._reserve_armed:
+                    self._rearm()
                 return len(rows)
             except sqlite3.Error as exc:
                 self._rollback()
@@ -330,7 +365,8 @@ class Spool:
         only growth of the file counts against the free space. ``(0, False)`` on a roomy disk
         (one statvfs).
         """
-        if not self.min_free_bytes:
+        headroom = self._headroom()
+        if not headroom:
             return 0, False
         try:
             st = os.statvfs(self.path.parent)
@@ -340,11 +376,11 @@ class Spool:
         # a stored record costs about its body plus the page slack of the b-tree: count 2x, plus
         # a few pages of index and meta updates
         need = 2 * sum(len(b) + ROW_OVERHEAD for _, _, b in rows) + 4 * self._page_size
-        if free - need >= 2 * self.min_free_bytes:
+        if free - need >= 2 * headroom:
             return 0, False
         reusable = int(self._db.execute("PRAGMA freelist_count").fetchone()[0]) * self._page_size
         grow = max(0, need - reusable)
-        short = self.min_free_bytes - (free - grow)
+        short = headroom - (free - grow)
         return (grow if short > 0 and grow > 0 else 0), True
 
     def _resync(self) -> None:
@@ -363,6 +399,8 @@ class Spool:
         for _ in range(_FULL_ROUNDS):
             self._checkpoint()  # a WAL fully copied back is reused from its start: no new blocks
             if not self._drop_batch(batch):
+                if self._release_reserve():
+                    continue  # the same round again, with the reserve's blocks free
                 break
             self._checkpoint()
             try:
@@ -394,6 +432,95 @@ class Spool:
             return False
         return dropped > 0
 
+    # -- the reserve ---------------------------------------------------------------------------
+
+    def _arm_reserve(self) -> bool:
+        """Write the reserve file (real blocks, fsync'ed) if it is missing; False on a full disk."""
+        size = self.reserve_bytes
+        if not size:
+            return True
+        with contextlib.suppress(OSError):
+            if self.reserve_path.stat().st_size == size:
+                return True
+        try:
+            fd = os.open(self.reserve_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(bytes(size))
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.reserve_path.unlink()
+            return False
+        return True
+
+    def _headroom(self) -> int:
+        """Free bytes to keep on the disk: ``min_free_bytes``, less the reserve while it exists."""
+        return self.min_free_bytes - (self.reserve_bytes if self._reserve_armed else 0)
+
+    def _release_reserve(self) -> bool:
+        """Delete the reserve to free its blocks for the spool; False when there is none."""
+        self._reserve_armed = False
+        self._rearm_after = time.monotonic() + REARM_S
+        try:
+            self.reserve_path.unlink()
+        except OSError:
+            return False
+        self.reserve_released += 1
+        log.warning(
+            "spool %s: disk full and the oldest records could not be dropped: released the %d-byte "
+            "reserve (%d time(s) so far)",
+            self.path,
+            self.reserve_bytes,
+            self.reserve_released,
+        )
+        return True
+
+    def _rearm(self) -> None:
+        """Re-make a missing reserve (at most every :data:`REARM_S` s). With too little free
+        space for it and the headroom, the oldest records are dropped (counted) until the free
+        list covers it and the file is shortened by that much first."""
+        now = time.monotonic()
+        if not self.reserve_bytes or now < self._rearm_after:
+            return
+        self._rearm_after = now + REARM_S
+        try:
+            st = os.statvfs(self.path.parent)
+            free = st.f_bavail * st.f_frsize
+        except OSError:
+            free = 0
+        if free < self.min_free_bytes and not self._shrink(self.reserve_bytes):
+            return
+        self._reserve_armed = self._arm_reserve()
+        if self._reserve_armed:
+            log.info("spool %s: reserve of %d bytes made again", self.path, self.reserve_bytes)
+
+    def _shrink(self, nbytes: int) -> bool:
+        """Give ``nbytes`` of the file back to the disk, dropping the oldest records (counted)
+        when the free list is shorter; False when SQLite could not."""
+        if not self._can_shrink:
+            return False
+        pages = -(-nbytes // self._page_size)
+        try:
+            short = pages - int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
+            if short > 0:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._delete_oldest(max_bytes=short * self._page_size, why="reserve")
+                self._db.execute("COMMIT")
+            self._db.execute(f"PRAGMA incremental_vacuum({pages})").fetchall()
+        except sqlite3.Error as exc:
+            self._rollback()
+            self._resync()
+            _rl.warning(
+                f"rearm:{self.path}", "spool %s: cannot make room for its reserve: %s", self.path, exc
+            )
+            return False
+        self._checkpoint()  # the shortened file is written back: its blocks are free
+        return True
+
     def _checkpoint(self, mode: str = "PASSIVE") -> None:
         with contextlib.suppress(sqlite3.Error):
             self._db.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
@@ -402,7 +529,7 @@ class Spool:
         """Delete the oldest rows (inside the caller's transaction), counted; return how many.
 
         ``max_bytes``: rows until that many bytes (as the bound counts them) are freed;
-        ``max_rows``: that many rows.
+        ``max_rows``: that many rows. ``why`` (``bound``, ``disk``, ``reserve``) picks the warning.
         """
         if max_rows:
             last, n, body = self._db.execute(
@@ -429,6 +556,9 @@ class Spool:
         if why == "bound":
             msg = "spool %s full (%d bytes): dropping the oldest records (%d so far)"
             _rl.warning(f"full:{self.path}", msg, self.path, self.max_bytes, self._dropped)
+        elif why == "reserve":
+            msg = "spool %s: disk full: dropped the oldest records to re-make the reserve (%d so far)"
+            _rl.warning(f"reserve:{self.path}", msg, self.path, self._dropped)
         else:
             msg = "spool %s: disk (nearly) full, < %d bytes free: dropping the oldest records (%d so far)"
             _rl.warning(f"diskfull:{self.path}", msg, self.path, self.min_free_bytes, self._dropped)
@@ -536,6 +666,7 @@ class Spool:
                 pending=pending,
                 lag_s=lag,
                 quarantined=self.quarantined,
+                reserve_released=self.reserve_released,
             )
 
     def close(self) -> None:

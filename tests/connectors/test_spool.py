@@ -15,9 +15,17 @@ from pathlib import Path
 
 import pytest
 
+from machinewatch.engine import spool as spool_mod
 from machinewatch.engine.errors import SpoolError
 from machinewatch.engine.health import HealthSample
-from machinewatch.engine.spool import WAL_PAGES, Spool, decode_record, disk_full, encode_record
+from machinewatch.engine.spool import (
+    MIN_FREE_BYTES,
+    WAL_PAGES,
+    Spool,
+    decode_record,
+    disk_full,
+    encode_record,
+)
 from machinewatch.engine.types import AlarmEvent, Summary
 
 T0 = 1_700_000_000_000_000_000
@@ -243,6 +251,74 @@ def test_disk_filled_by_another_file(tiny_disk: Path) -> None:
     back = Spool(tiny_disk / "spool.db", ["influx"])  # reopens on the full disk, counts kept
     assert back.stats().dropped_overflow == 1000 - len(kept)
     back.close()
+
+
+def _fill(path: Path) -> None:
+    """Another writer takes every free byte at once (a model file written whole)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"x" * 512)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _put_batches(sp: Spool, start: int, batches: int, size: int) -> int:
+    for b in range(batches):
+        assert sp.put([summ(start + b * size + k) for k in range(size)]) == size
+    return start + batches * size
+
+
+def test_disk_filled_at_once_releases_the_reserve(tiny_disk: Path) -> None:
+    """The case that wedged the spool for good before the reserve: the file grew (in the WAL),
+    then another file took the last byte; neither the checkpoint nor a drop could be written.
+
+    Without the reserve 199 of these 200 puts were refused (also with 60 batches before the
+    fill). Now the reserve is released once and every put is stored, the oldest dropped (counted).
+    """
+    sp = Spool(tiny_disk / "spool.db", ["influx"])
+    reserve = tiny_disk / "spool.db.reserve"
+    assert reserve.stat().st_size == MIN_FREE_BYTES // 2, "made at open"
+    n = _put_batches(sp, 0, 30, 4)  # roomy: the file grows, the last frames still in the WAL
+    _fill(tiny_disk / "model.json")
+    assert shutil.disk_usage(tiny_disk).free == 0
+    n = _put_batches(sp, n, 200, 4)
+    assert sp.stats().reserve_released == 1
+    assert not reserve.exists()
+    kept = _ledger(sp, n)
+    assert len(kept) >= 16, "what fits in the spool's own pages is kept"
+    sp.close()
+
+
+def test_reserve_is_made_again_from_the_oldest_records(
+    tiny_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a release the spool drops its oldest records (counted) and shortens its file until
+    the reserve fits again; the full disk stays full for everybody else."""
+    monkeypatch.setattr(spool_mod, "REARM_S", 0.0)
+    sp = Spool(tiny_disk / "spool.db", ["influx"])
+    reserve = tiny_disk / "spool.db.reserve"
+    n = _put_batches(sp, 0, 30, 4)  # roomy: the file grows, the last frames still in the WAL
+    _fill(tiny_disk / "model.json")
+    n = _put_batches(sp, n, 50, 4)
+    assert sp.stats().reserve_released >= 1
+    assert reserve.stat().st_size == MIN_FREE_BYTES // 2, "made again"
+    _ledger(sp, n)
+    # the disk filled again by someone else: every put still stored
+    _fill(tiny_disk / "log.txt")
+    n = _put_batches(sp, n, 50, 4)
+    kept = _ledger(sp, n)
+    assert len(kept) >= 4, "at least the newest batch"
+    sp.close()
+
+
+def test_no_reserve_when_the_headroom_is_off(tmp_path: Path) -> None:
+    sp = Spool(tmp_path / "spool.db", ["influx"], min_free_bytes=0)
+    sp.put([summ(0)])
+    assert not (tmp_path / "spool.db.reserve").exists()
+    sp.close()
 
 
 def test_disk_full_error_is_recognised() -> None:
