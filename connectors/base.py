@@ -60,6 +60,8 @@ from __future__ import annotations
 
 __all__ = ["Actuator", "Rejected", "Sink", "Source", "StreamDown"]
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -146,6 +148,12 @@ class Source(_Connector):
         the engine's bounded queue (back-pressure); do not buffer ahead.
         """
         raise NotImplementedError
+
+    async def idle(self, why: str) -> None:
+        """Wait until the engine stops: a live source with nothing to read on this gateway
+        (every stream it maps belongs to another gateway of the fleet). Logs ``why`` once."""
+        logging.getLogger(type(self).__module__).info("source %s: %s: idle", self.name, why)
+        await asyncio.Event().wait()
 
     async def ready(self) -> None:
         """Return once data published from now on reaches this source (subscribed, listening).

@@ -233,6 +233,11 @@ class Config:
         a = self.assets[asset]
         return a, a.streams[stream]
 
+    def elsewhere(self, stream_id: str) -> bool:
+        """Whether ``"<asset>/<stream>"`` belongs to an asset another gateway of the fleet runs:
+        sources skip such mappings (a shared plant-wide file names every gateway's streams)."""
+        return stream_id.partition("/")[0] in self.unowned_assets
+
 
 class _Checker:
     """Reads typed values out of nested dicts and collects every problem with its path."""

@@ -442,6 +442,8 @@ class ModbusSource(Source):
         """The validated options' register maps, with every default filled in."""
         out = []
         for m in options["registers"]:
+            if config.elsewhere(str(m["stream"])):
+                continue
             _, s = config.stream(m["stream"])
             dtype = str(m["type"])
             interval = m.get("interval_s", options.get("interval_s", 1.0 / s.rate_hz))
@@ -514,6 +516,8 @@ class ModbusSource(Source):
         probs: list[ConfigProblem] = []
         for i, m in enumerate(options["registers"]):
             p = f"{path}.registers[{i}]"
+            if config.elsewhere(str(m["stream"])):
+                continue  # another gateway of the fleet runs that asset
             try:
                 a, s = config.stream(m["stream"])
             except KeyError:
@@ -617,6 +621,9 @@ class ModbusSource(Source):
 
     async def chunks(self) -> AsyncIterator[Chunk | Rejected | StreamDown]:
         """Connect, poll every read on its schedule, decode; reconnect with backoff, forever."""
+        if not self.maps:
+            await self.idle("every register map names an asset another gateway runs")
+            return
         everyone = [m.stream_id for m in self.maps]
         blocks = list(self.blocks)
         sched = PollSchedule([b.interval_s for b in blocks], time.monotonic())

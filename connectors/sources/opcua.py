@@ -357,7 +357,7 @@ class OpcuaSource(Source):
         o = self.options
         self.path = f"sources.{name}"
         self.url = str(o["url"])
-        self.nodes = parse_nodes(o)
+        self.nodes = [spec for spec in parse_nodes(o) if not config.elsewhere(spec.stream_id)]
         self.publishing_ms = float(o.get("publishing_interval_ms", 1000.0))
         self.policy = str(o.get("security_policy", "None"))
         self.mode = str(o.get("security_mode", "None"))
@@ -427,6 +427,8 @@ class OpcuaSource(Source):
         probs = []
         for i, n in enumerate(options.get("nodes", [])):
             sid = str(n.get("stream", ""))
+            if config.elsewhere(sid):
+                continue  # another gateway of the fleet runs that asset
             try:
                 _, s = config.stream(sid)
             except (KeyError, ValueError):
@@ -598,6 +600,9 @@ class OpcuaSource(Source):
 
     async def chunks(self) -> AsyncIterator[Chunk | Rejected | StreamDown]:
         """Connect, subscribe, yield; on any loss report every stream down and reconnect, forever."""
+        if not self.nodes:
+            await self.idle("every node names an asset another gateway runs")
+            return
         from asyncua.ua.uaerrors import UaError
 
         errors = (OSError, TimeoutError, ConnectionError, UaError)

@@ -217,7 +217,7 @@ class SparkplugSource(Source):
         self._rates: dict[str, float] = {}
         for t in o.get("metrics", []):
             sid = str(t["stream"])
-            if sid.partition("/")[0] in config.unowned_assets:
+            if config.elsewhere(sid):
                 continue  # another gateway of the fleet runs that asset
             key = (str(t["edge_node"]), t.get("device"), str(t["metric"]))
             self.map[key] = MetricMap(sid, float(t.get("scale", 1.0)), float(t.get("offset", 0.0)))
@@ -290,7 +290,7 @@ class SparkplugSource(Source):
         probs: list[ConfigProblem] = []
         for i, t in enumerate(options.get("metrics", [])):
             sid = str(t.get("stream", "")) if isinstance(t, dict) else ""
-            if sid.partition("/")[0] in config.unowned_assets:
+            if config.elsewhere(sid):
                 continue
             try:
                 _, s = config.stream(sid)

@@ -615,3 +615,49 @@ async def test_short_or_garbled_answers_are_poll_errors() -> None:
     assert "1 registers in the answer, asked for 2" in first.detail
     assert "transaction id" in second.detail
     assert src.connects == 1  # a garbled answer is not a reason to reconnect
+
+
+# -- fleets ---------------------------------------------------------------------------------------------
+
+FLEET_MAPS = """
+[[sources.plc.registers]]
+stream = "p1/temp"
+address = 0
+type = "float32"
+[[sources.plc.registers]]
+stream = "p2/level"
+address = 4
+type = "int16"
+[assets.p1]
+gateway = "gwA"
+[assets.p2]
+gateway = "gwB"
+"""
+
+
+def test_a_shared_fleet_file_maps_only_this_gateways_registers() -> None:
+    """A plant-wide file names both gateways' registers: each gateway polls only its own assets'
+    (before, the other gateway's map was "names no stream" and the engine would not start)."""
+    from machinewatch.engine.fleet import filter_config
+
+    cfg = _config('kind = "modbus"\nhost = "127.0.0.1"\ninterval_s = 0.05\n', extra=FLEET_MAPS)
+    for gw, mine in (("gwA", ["p1/temp"]), ("gwB", ["p2/level"])):
+        own = filter_config(cfg, gateway_id=gw)
+        src = ModbusSource("plc", own.sources["plc"].options, own)
+        assert [m.stream_id for m in src.maps] == mine
+        assert [m.stream_id for b in src.blocks for m in b.maps] == mine
+
+
+async def test_a_source_with_nothing_owned_idles_without_connecting() -> None:
+    from machinewatch.engine.fleet import filter_config
+
+    maps = FLEET_MAPS.split("[[sources.plc.registers]]", 2)
+    maps = "[[sources.plc.registers]]" + maps[2]  # the p2 map and the assignments only
+    cfg = _config('kind = "modbus"\nhost = "127.0.0.1"\nport = 1\ninterval_s = 0.05\n', extra=maps)
+    own = filter_config(cfg, gateway_id="gwA")
+    src = ModbusSource("plc", own.sources["plc"].options, own)
+    assert src.maps == []
+    it = aiter(src.chunks())
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(anext(it), 0.3)
+    assert src.connects == 0 and src.connect_failures == 0, "never tried the PLC"

@@ -487,3 +487,40 @@ def test_engine_runs_from_config_with_the_opcua_source(opc: OpcServer, tmp_path:
     assert sum(s["windows"] for s in temp) > 0 and sum(s["windows"] for s in current) > 0
     levels = [s[k] for s in temp for k in s if k.endswith("_mean") and "level" in k]
     assert levels and all(35.0 < v < 45.0 for v in levels), temp[-1]
+
+
+def test_a_shared_fleet_file_subscribes_only_this_gateways_nodes() -> None:
+    """Nodes of assets another gateway runs are skipped, not "names no stream" at start-up."""
+    from machinewatch.engine.fleet import filter_config
+
+    text = """
+[engine]
+state_dir = "/tmp/unused"
+[assets.p1]
+gateway = "gwA"
+[assets.p1.streams.temp]
+kind = "temperature"
+rate_hz = 10
+window_samples = 10
+[assets.p2]
+gateway = "gwB"
+[assets.p2.streams.temp]
+kind = "temperature"
+rate_hz = 10
+window_samples = 10
+[sources.plc]
+kind = "opcua"
+url = "opc.tcp://127.0.0.1:4840"
+[[sources.plc.nodes]]
+node_id = "ns=2;s=P1.Temperature"
+stream = "p1/temp"
+[[sources.plc.nodes]]
+node_id = "ns=2;s=P2.Temperature"
+stream = "p2/temp"
+"""
+    cfg = load_config_text(text)
+    for gw, mine in (("gwA", ["p1/temp"]), ("gwB", ["p2/temp"])):
+        own = filter_config(cfg, gateway_id=gw)
+        src = OpcuaSource("plc", own.sources["plc"].options, own)
+        assert [n.stream_id for n in src.nodes] == mine
+        assert list(src.streams) == mine
