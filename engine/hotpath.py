@@ -110,11 +110,19 @@ class HotPath:
 
     def warmup(self) -> None:
         """Compile every kernel the configured streams need before the first sample."""
+        vibration = []
         for a in self.config.assets.values():
             for s in a.streams.values():
                 feats.warmup(s, a.machine)
                 quality_flags(np.ones((2, s.window_samples * s.channels), np.float32), s)  # compile
+                if s.kind == "vibration":
+                    vibration.append((s, a.machine))
         warm_models()
+        if vibration and feats.measure_fft_backends(*vibration[0]):
+            for sid, ex in self.extractors.items():  # every vibration extractor takes the winner
+                if isinstance(ex, feats.VibrationExtractor):
+                    ex.use_backend(feats.fft_backend())
+                    self._batch_keys[sid] = ex.batch_key()
 
     def ingest(self, chunk: Chunk) -> list[Window]:
         """Buffer one chunk; return the windows it completes."""
@@ -225,6 +233,7 @@ class HotPath:
                     log.error("asset %s: learning the baseline failed, starting over: %s", asset_name, exc)
                     fitted = False
                 if fitted:
+                    self._count_validation(asset_name, scorer.learned)
                     d = alarm.start_monitoring()
                     out.learned.append(asset_name)
                     out.events.append(_event(a.site, asset_name, t_ns, d.from_state, d.to_state, d.reason))
@@ -257,6 +266,24 @@ class HotPath:
                 )
             )
 
+    def _count_validation(self, asset_name: str, learned: LearnedModel | None) -> None:
+        """Warn and count (``models_agreement_failed``) when a fit's int8 form failed validation.
+
+        :func:`~machinewatch.engine.scoring.fit_baseline` then returned the float form: the asset
+        monitors, never with an int8 model whose decisions were not checked, and never silently.
+        """
+        if learned is None or not learned.info.get("int8_rejected"):
+            return
+        self.counters["models_agreement_failed"] += 1
+        got, need = (learned.info.get(k) for k in ("agreement", "min_agreement"))
+        log.warning(
+            "asset %s: int8 model failed validation: float/int8 decision agreement %s < "
+            "model.min_agreement %s on the healthy learning windows; scoring with the float model",
+            asset_name,
+            f"{got:.4f}" if isinstance(got, float) else got,
+            f"{need:.4f}" if isinstance(need, float) else need,
+        )
+
     def install(self, asset_name: str, learned: LearnedModel | None, t_ns: int) -> Outputs:
         """Put a model fitted elsewhere in place and score the vectors that waited for it.
 
@@ -274,6 +301,7 @@ class HotPath:
                     self.backlog[asset_name] = deque(maxlen=FIT_BACKLOG)
                     out.fits.append((asset_name, x))
             return out
+        self._count_validation(asset_name, learned)
         scorer.learned = learned  # one reference assignment: atomic for the scoring path
         d = self.alarms[asset_name].start_monitoring()
         a = self.config.assets[asset_name]

@@ -39,7 +39,9 @@ __all__ = [
     "ScalarExtractor",
     "VibrationExtractor",
     "feature_names",
+    "fft_backend",
     "make_extractor",
+    "measure_fft_backends",
     "stack_windows",
     "warmup",
 ]
@@ -52,7 +54,13 @@ from machinewatch.engine.config import MachineConfig, StreamConfig
 from machinewatch.engine.features.base import FeatureExtractor, stack_windows
 from machinewatch.engine.features.current import CurrentExtractor, current_names
 from machinewatch.engine.features.scalar import SCALAR_NAMES, ScalarExtractor
-from machinewatch.engine.features.vibration import MKL_MIN_BATCH, VibrationExtractor, vibration_names
+from machinewatch.engine.features.vibration import (
+    MKL_MIN_BATCH,
+    VibrationExtractor,
+    fft_backend,
+    measure_fft_backends,
+    vibration_names,
+)
 
 
 def feature_names(stream: StreamConfig, machine: MachineConfig) -> tuple[str, ...]:

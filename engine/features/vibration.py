@@ -32,11 +32,20 @@ and ``ok = False``.
 
 from __future__ import annotations
 
-__all__ = ["FFT_BACKENDS", "HAVE_NUMBA_FFT", "VibrationExtractor", "fft_backend", "vibration_names"]
+__all__ = [
+    "FFT_BACKENDS",
+    "HAVE_NUMBA_FFT",
+    "VibrationExtractor",
+    "fft_backend",
+    "measure_fft_backends",
+    "vibration_names",
+]
 
+import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Hashable
 from typing import Any
 
@@ -49,6 +58,8 @@ from machinewatch.engine.features.base import F64, BoolArray, FeatureExtractor, 
 from machinewatch.engine.features.bearing import envelope_names, envelope_orders
 from machinewatch.engine.features.spectrum import _line_bins, _median_abs
 from machinewatch.engine.numba_opts import NJIT, NJIT_REDUCE
+
+log = logging.getLogger(__name__)
 
 TIME_NAMES = ("rms", "peak", "p2p", "crest", "kurtosis", "skewness", "shape_factor", "impulse_factor")
 N_BANDS = 8
@@ -315,9 +326,12 @@ try:  # DUCC0's transforms compiled into numba (rocket-fft): the whole chunk in 
 except ImportError:  # pragma: no cover - rocket-fft is a dependency; scipy path as fallback
     HAVE_NUMBA_FFT = False
 
-#: FFT backends, fastest first: Intel MKL through ``mkl_fft`` (the optional ``mkl`` extra,
-#: x86-64; ~3.5x faster batched transforms than DUCC0 on an AVX-512 Xeon), DUCC0 compiled into
-#: one fused numba call (rocket-fft, a dependency), scipy.fft driven from Python (fallback).
+#: FFT backends: Intel MKL through ``mkl_fft`` (the optional ``mkl`` extra, x86-64; ~3.5x
+#: faster batched transforms than DUCC0 on an AVX-512 Xeon, but the whole batch only ~10 %
+#: *slower* than fused DUCC0 on an AMD EPYC VM), DUCC0 compiled into one fused numba call
+#: (rocket-fft, a dependency), scipy.fft driven from Python (fallback). Which of the first two
+#: is faster depends on the CPU, so the engine measures them at warm-up
+#: (:func:`measure_fft_backends`).
 FFT_BACKENDS = ("mkl", "ducc0", "scipy")
 #: environment variable that forces a backend (one of :data:`FFT_BACKENDS`)
 FFT_ENV = "MACHINEWATCH_FFT"
@@ -342,9 +356,14 @@ def _load_mkl() -> Any:
     return mkl_fft
 
 
+#: the backend :func:`measure_fft_backends` found fastest in this process (None: not measured)
+_measured: str | None = None
+
+
 def fft_backend() -> str:
-    """The FFT backend vibration features use here: ``$MACHINEWATCH_FFT`` if set, else the
-    fastest one installed. An unknown or missing forced backend is a clear error."""
+    """The FFT backend vibration features use here: ``$MACHINEWATCH_FFT`` if set, else the one
+    measured fastest at warm-up, else MKL when installed, else DUCC0. An unknown or missing
+    forced backend is a clear error."""
     forced = os.environ.get(FFT_ENV, "").strip().lower()
     if forced:
         if forced not in FFT_BACKENDS:
@@ -354,9 +373,44 @@ def fft_backend() -> str:
         if forced == "ducc0" and not HAVE_NUMBA_FFT:
             raise ValueError(f"{FFT_ENV}=ducc0 but rocket-fft is not installed")
         return forced
+    if _measured is not None:
+        return _measured
     if _load_mkl() is not None:
         return "mkl"
     return "ducc0" if HAVE_NUMBA_FFT else "scipy"
+
+
+def measure_fft_backends(
+    stream: StreamConfig, machine: MachineConfig, rows: int = 64, rounds: int = 3
+) -> dict[str, float]:
+    """Time a batch of ``rows`` windows of ``stream`` with MKL and with DUCC0 (alternated, best
+    of ``rounds``; ~15 ms at 4096 samples) and make the faster the default of :func:`fft_backend`
+    for this process. Returns us per window by backend; ``{}`` (nothing measured) when a backend
+    is forced or fewer than two are installed. Call it after :func:`~.warmup` compiled the
+    kernels, or the first round times the compiler."""
+    global _measured
+    if os.environ.get(FFT_ENV, "").strip() or _load_mkl() is None or not HAVE_NUMBA_FFT:
+        return {}
+    x = np.random.default_rng(0).standard_normal((rows, stream.window_samples)).astype(np.float32)
+    shaft = np.full(rows, machine.shaft_hz or 25.0)
+    extractors = {b: VibrationExtractor(stream, machine) for b in ("mkl", "ducc0")}
+    out = np.empty((rows, len(extractors["mkl"].names)))
+    best: dict[str, float] = {}
+    for b, ex in extractors.items():
+        ex.use_backend(b)
+        ex.compute_batch(x, shaft, out)  # buffers and MKL descriptors made before timing
+    for _ in range(rounds):
+        for b, ex in extractors.items():
+            t0 = time.perf_counter()
+            ex.compute_batch(x, shaft, out)
+            best[b] = min(best.get(b, math.inf), (time.perf_counter() - t0) / rows * 1e6)
+    _measured = min(best, key=best.__getitem__)
+    log.info(
+        "FFT backend %s (measured, us per window: %s)",
+        _measured,
+        ", ".join(f"{b} {t:.1f}" for b, t in best.items()),
+    )
+    return best
 
 
 @njit(**NJIT)
@@ -537,10 +591,16 @@ class VibrationExtractor(FeatureExtractor):
         self._local = threading.local()
         #: the FFT backend (:func:`fft_backend`): ``ducc0`` runs each batch as one compiled
         #: call; ``mkl`` and ``scipy`` are driven from Python, one sub-batch at a time
-        self.backend = fft_backend()
+        self.backend = ""
         #: windows per internal sub-batch (about 1 MiB of complex spectrum; 2 MiB with MKL,
         #: whose batched transforms were fastest there: 47,000 vs 43,700 windows/s at 1 MiB)
-        self.chunk = max(8, (1 << (21 if self.backend == "mkl" else 20)) // (8 * n))
+        self.chunk = 8
+        self.use_backend(fft_backend())
+
+    def use_backend(self, name: str) -> None:
+        """Compute with FFT backend ``name`` (one of :data:`FFT_BACKENDS`) from now on."""
+        self.backend = name
+        self.chunk = max(8, (1 << (21 if name == "mkl" else 20)) // (8 * self.n))
 
     def batch_key(self) -> Hashable:
         """Every constant the kernels read (see :meth:`.FeatureExtractor.batch_key`): streams of

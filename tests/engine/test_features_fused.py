@@ -59,6 +59,7 @@ def test_read_only_windows_are_copied_not_recompiled() -> None:
 
 def test_fastest_installed_backend_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(FFT_ENV, raising=False)
+    monkeypatch.setattr(vibration, "_measured", None)  # before any warm-up measured them
     assert fft_backend() == ("mkl" if HAVE_MKL else "ducc0")
     assert _extractor(None).backend == fft_backend()
 
@@ -77,3 +78,44 @@ def test_unknown_or_missing_forced_backend_is_a_clear_error(monkeypatch: pytest.
     monkeypatch.setattr(vibration, "_load_mkl", lambda: None)
     with pytest.raises(ValueError, match=r"mkl_fft is not installed"):
         fft_backend()
+
+
+def test_the_faster_backend_is_measured_at_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With MKL and DUCC0 both installed, warm-up times both and the faster becomes the default;
+    a forced backend is never overridden, and a hot path's extractors and batch keys follow."""
+    from machinewatch.engine import features
+    from machinewatch.engine.config import load_config_text
+    from machinewatch.engine.hotpath import HotPath
+
+    monkeypatch.delenv(FFT_ENV, raising=False)
+    monkeypatch.setattr(vibration, "_measured", None)
+    stream = StreamConfig("vib", "vibration", 25600.0, 4096, 4096)
+    machine = MachineConfig(shaft_hz=29.95)
+    if not HAVE_MKL:
+        assert vibration.measure_fft_backends(stream, machine) == {}, "one backend: nothing to measure"
+        return
+    times = vibration.measure_fft_backends(stream, machine, rows=16, rounds=2)
+    assert set(times) == {"mkl", "ducc0"} and all(0 < t < 1e5 for t in times.values())
+    assert fft_backend() == min(times, key=times.__getitem__)
+    # a hot path built before the measurement takes the winner at warm-up, batch keys too
+    monkeypatch.setattr(vibration, "_measured", "ducc0")
+    cfg = load_config_text(
+        '[engine]\nstate_dir = "/tmp/unused"\n[assets.p.streams.vib]\nkind = "vibration"\n'
+        "rate_hz = 25600\nwindow_samples = 4096\n[assets.p.machine]\nshaft_hz = 29.95\n"
+        '[sources.s]\nkind = "simulator"\n'
+    )
+    hot = HotPath(cfg)
+    assert hot.extractors["p/vib"].backend == "ducc0"
+    before = hot._batch_keys["p/vib"]
+
+    def mkl_wins(*args: object, **kw: object) -> dict[str, float]:
+        vibration._measured = "mkl"
+        return {"mkl": 1.0, "ducc0": 2.0}
+
+    monkeypatch.setattr(features, "measure_fft_backends", mkl_wins)
+    hot.warmup()
+    ex = hot.extractors["p/vib"]
+    assert ex.backend == "mkl" and hot._batch_keys["p/vib"] == ex.batch_key() != before
+    # forced: never measured, never overridden
+    monkeypatch.setenv(FFT_ENV, "ducc0")
+    assert vibration.measure_fft_backends(stream, machine) == {} and fft_backend() == "ducc0"
