@@ -42,7 +42,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,6 +53,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 #: option names that must never hold a secret inline
 _SECRET_NAMES = ("password", "token", "secret", "api_key", "private_key", "key_password")
 T = TypeVar("T")
+#: fewest learning windows a model may be fitted on (``learn_windows``, or ``learn_s`` resolved)
+MIN_LEARN_WINDOWS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,7 @@ class ModelConfig:
     """Anomaly model and its learning phase."""
 
     kind: str = "mahalanobis"
+    #: asset vectors collected before fitting (resolved from ``learn_s`` when that is given)
     learn_windows: int = 200
     threshold_quantile: float = 0.995
     threshold_margin: float = 1.25
@@ -138,6 +141,14 @@ class ModelConfig:
     #: cross-fitting, see :func:`machinewatch.engine.scoring.out_of_fold_scores`); 1 = the
     #: single held-out last third
     threshold_folds: int = 3
+    #: the learning phase as seconds of data instead of a window count: the asset's
+    #: ``learn_windows`` is then ``ceil(learn_s * rate_hz / hop_samples)`` of its primary stream
+    #: (the stream whose windows make the asset's vectors); ``None`` = ``learn_windows`` as given
+    learn_s: float | None = None
+    #: the int8 form must decide like the float form on at least this fraction of the healthy
+    #: learning windows; below it the asset scores with the float form (see
+    #: :func:`machinewatch.engine.scoring.fit_baseline`)
+    min_agreement: float = 0.99
 
 
 @dataclass(frozen=True, slots=True)
@@ -503,10 +514,25 @@ def _parse_model(c: _Checker, t: Mapping[str, Any], p: str, base: Path, dflt: Mo
         "quantized",
         "features",
         "threshold_folds",
+        "learn_s",
+        "min_agreement",
     }
     c.unknown(t, known, p)
     path = c.get(t, "path", p, str, None)
     opts = c.table(t, "options", p)
+    learn_s = c.get(t, "learn_s", p, float, None, check=_positive)
+    if "learn_s" in t and "learn_windows" in t:
+        c.bad(_join(p, "learn_s"), "give learn_windows or learn_s, not both")
+    elif "learn_windows" not in t and "learn_s" not in t:
+        learn_s = dflt.learn_s  # a window count given here overrides an inherited duration
+    min_agreement = c.get(
+        t,
+        "min_agreement",
+        p,
+        float,
+        dflt.min_agreement,
+        check=lambda v: None if 0 <= v <= 1 else "must be in [0, 1]",
+    )
     return ModelConfig(
         kind=c.get(t, "kind", p, str, dflt.kind) or dflt.kind,
         learn_windows=c.get(
@@ -515,7 +541,7 @@ def _parse_model(c: _Checker, t: Mapping[str, Any], p: str, base: Path, dflt: Mo
             p,
             int,
             dflt.learn_windows,
-            check=lambda v: None if v >= 10 else "must be >= 10",
+            check=lambda v: None if v >= MIN_LEARN_WINDOWS else f"must be >= {MIN_LEARN_WINDOWS}",
         )
         or dflt.learn_windows,
         threshold_quantile=c.get(
@@ -549,7 +575,32 @@ def _parse_model(c: _Checker, t: Mapping[str, Any], p: str, base: Path, dflt: Mo
             check=lambda v: None if 1 <= v <= 10 else "must be in [1, 10]",
         )
         or dflt.threshold_folds,
+        learn_s=learn_s,
+        min_agreement=dflt.min_agreement if min_agreement is None else min_agreement,
     )
+
+
+def _resolve_learn_s(
+    c: _Checker, model: ModelConfig, primary: StreamConfig | None, p: str, own: bool
+) -> ModelConfig:
+    """``model`` with ``learn_windows`` counted from ``learn_s`` on the asset's primary stream.
+
+    One asset vector is made each time the primary stream closes a window, i.e. every
+    ``hop_samples / rate_hz`` seconds. ``own``: ``learn_s`` was given in the asset's own table
+    (else it comes from ``[model]``), which decides the key path of a problem.
+    """
+    if model.learn_s is None or primary is None:
+        return model
+    n = math.ceil(model.learn_s * primary.rate_hz / primary.hop_samples - 1e-9)
+    if n < MIN_LEARN_WINDOWS:
+        key = _join(p, "model.learn_s") if own else "model.learn_s"
+        c.bad(
+            key,
+            f"{model.learn_s:g} s is {n} window(s) of {p}.streams.{primary.name} (hop "
+            f"{primary.hop_samples} at {primary.rate_hz:g} Hz); learning needs >= {MIN_LEARN_WINDOWS}",
+        )
+        return model
+    return replace(model, learn_windows=n)
 
 
 def _parse_patterns(
@@ -614,6 +665,9 @@ def _parse_asset(
     elif primary is not None and primary not in streams_raw:
         c.bad(_join(p, "primary_stream"), f"names no stream of this asset ({primary!r})")
     machine = _parse_machine(c, c.table(t, "machine", p), _join(p, "machine"), streams)
+    model_raw = c.table(t, "model", p)
+    model = _parse_model(c, model_raw, _join(p, "model"), base, mdl)
+    model = _resolve_learn_s(c, model, streams.get(primary or ""), p, "learn_s" in model_raw)
     needs_speed = machine.bearing is not None or any(s.kind == "vibration" for s in streams.values())
     if needs_speed and machine.shaft_hz is None and machine.speed_stream is None:
         c.bad(_join(p, "machine"), "a vibration stream needs shaft_hz, shaft_rpm or speed_stream")
@@ -624,7 +678,7 @@ def _parse_asset(
         primary_stream=primary or "",
         streams=streams,
         machine=machine,
-        model=_parse_model(c, c.table(t, "model", p), _join(p, "model"), base, mdl),
+        model=model,
         alarm=_parse_alarm(c, c.table(t, "alarm", p), _join(p, "alarm"), alm),
         gateway=c.get(t, "gateway", p, str, None, check=_name),
     )

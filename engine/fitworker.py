@@ -42,6 +42,7 @@ _FILE_KEYS = {
     "params",
     "feature_names",
     "scaler",
+    "quantization_scales",
     "threshold",
     "arrays",
     "arrays_sha256",

@@ -75,7 +75,9 @@ class ModelStore:
                 log.error("asset %s: stored %s model refused: %s", asset, slot, exc)
                 continue
             info = {
-                k: v for k, v in sm.manifest.items() if k in ("training_rows", "training_sha256", "agreement")
+                k: v
+                for k, v in sm.manifest.items()
+                if k in ("training_rows", "training_sha256", "agreement", "min_agreement", "int8_rejected")
             }
             return LearnedModel(sm.model, sm.threshold, info)
         if errors:

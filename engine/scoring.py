@@ -113,6 +113,7 @@ def fit_baseline(
     margin: float,
     quantized: bool = False,
     folds: int = THRESHOLD_FOLDS,
+    min_agreement: float = 0.0,
 ) -> LearnedModel:
     """Calibrate the threshold on out-of-fold healthy scores, then fit on every row.
 
@@ -124,6 +125,12 @@ def fit_baseline(
     ``info["agreement"]`` is the float-vs-int8 decision agreement over the healthy rows, each
     with its own threshold. ``folds`` as in :func:`out_of_fold_scores` (``[model]
     threshold_folds``; 1 = the single held-out last third).
+
+    Validation: when the int8 form's agreement is below ``min_agreement`` (``[model]
+    min_agreement``), the int8 form is not returned: the float model scores instead, with its
+    own threshold, and ``info["int8_rejected"]`` is True (the engine logs and counts it, see
+    :meth:`machinewatch.engine.hotpath.HotPath.install`). The float form runs through the same
+    ``score_row`` path, slower but with the decisions the int8 form failed to match.
     """
     n = len(x)
     if n < 6:
@@ -143,12 +150,16 @@ def fit_baseline(
         return LearnedModel(full, f_thr, info)
     q_thr = calibrate_threshold(q_oof, quantile, margin)
     q = quantize(full)
+    agreement = decision_agreement(full.score(x), f_thr, q.score(x), q_thr)
     info |= {
         "float_threshold": f_thr,
-        "agreement": decision_agreement(full.score(x), f_thr, q.score(x), q_thr),
+        "agreement": agreement,
+        "min_agreement": min_agreement,
         "float_bytes": model_nbytes(full),
         "int8_bytes": model_nbytes(q),
     }
+    if agreement < min_agreement:
+        return LearnedModel(full, f_thr, info | {"int8_rejected": True, "int8_threshold": q_thr})
     return LearnedModel(q, q_thr, info)
 
 
@@ -163,6 +174,7 @@ def fit_for(model: ModelConfig, names: tuple[str, ...], factory: ModelFactory, x
         model.threshold_margin,
         quantized=model.quantized,
         folds=model.threshold_folds,
+        min_agreement=model.min_agreement,
     )
 
 

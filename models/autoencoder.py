@@ -142,6 +142,7 @@ class QuantizedAutoencoder(_ReconstructionScore, QuantizedModel):
 
     kind = "autoencoder"
     array_names = ("center", "scale", "ref", "sizes", "wq", "ws", "b")
+    scale_arrays = ("ws",)
     float_class = AutoencoderModel
     center_: F32
     scale_: F32

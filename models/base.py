@@ -28,7 +28,8 @@ by kind) and register it in the ``machinewatch.models`` entry point group; a con
   allocate (override it with a kernel call on preallocated buffers where it matters). Models are
   used by one thread at a time; keep no global mutable state.
 - An int8 form is optional: subclass :class:`QuantizedModel`, point ``quantized_class`` at it and
-  override :meth:`AnomalyModel.quantize`. Without one, a config must say ``[model] quantized =
+  override :meth:`AnomalyModel.quantize`; name its per-channel scales in ``scale_arrays`` (the
+  model file's manifest summarises them). Without one, a config must say ``[model] quantized =
   false`` (the default, ``true``, asks for the int8 form and learning fails with a ModelError).
 
 :func:`machinewatch.engine.plugins.check_class` checks every registered model against this
@@ -95,6 +96,8 @@ class AnomalyModel(ABC):
     array_names: ClassVar[tuple[str, ...]] = ()
     #: the int8 class of a float model (None: the model has no int8 form)
     quantized_class: ClassVar[type[AnomalyModel] | None] = None
+    #: the quantisation scales among ``array_names`` (int8 forms), summarised in the manifest
+    scale_arrays: ClassVar[tuple[str, ...]] = ()
     feature_names_: tuple[str, ...]
 
     def __init__(self, **params: Any) -> None:

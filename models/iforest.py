@@ -147,6 +147,7 @@ class QuantizedIsolationForest(QuantizedModel):
 
     kind = "iforest"
     array_names = IsolationForestModel.array_names
+    scale_arrays = ("qscale",)
     float_class = IsolationForestModel
     center_: F32
     scale_: F32

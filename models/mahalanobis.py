@@ -66,6 +66,7 @@ class QuantizedMahalanobis(QuantizedModel):
 
     kind = "mahalanobis"
     array_names: ClassVar[tuple[str, ...]] = ("center", "scale", "w1", "w1s")
+    scale_arrays: ClassVar[tuple[str, ...]] = ("w1s",)
     float_class = MahalanobisModel
     center_: F32
     scale_: F32

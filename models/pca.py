@@ -102,6 +102,7 @@ class QuantizedPCA(QuantizedModel):
 
     kind = "pca"
     array_names = ("center", "scale", "spe_ref", "w1", "w1s", "wr", "wrs")
+    scale_arrays = ("w1s", "wrs")
     float_class = PCAModel
     center_: F32
     scale_: F32

@@ -2,8 +2,9 @@
 
 A model saved at ``<path>`` is two files, ``<path>.npz`` (arrays only, read with
 ``allow_pickle=False``) and ``<path>.json`` (the manifest: schema version, model kind, int8 or
-float, parameters, feature names in order, scaler, threshold, training set size and hash,
-float-vs-int8 agreement, creation time, and the sha256 of the ``.npz`` bytes). Loading refuses
+float, parameters, feature names in order, scaler, quantisation scales (int8 forms: a summary
+per scale array, the arrays themselves are in the ``.npz``), threshold, training set size and
+hash, float-vs-int8 agreement, creation time, and the sha256 of the ``.npz`` bytes). Loading refuses
 a pickle, a hash mismatch or a feature list that differs from the running config, each with
 a :class:`~machinewatch.engine.errors.ModelError` that says which.
 
@@ -13,7 +14,7 @@ so a power cut leaves either the old model or the new one, never a mix the hash 
 
 from __future__ import annotations
 
-__all__ = ["SCHEMA_VERSION", "StoredModel", "array_hash", "load_model", "save_model"]
+__all__ = ["SCHEMA_VERSION", "StoredModel", "array_hash", "load_model", "save_model", "scale_summary"]
 
 import hashlib
 import io
@@ -30,6 +31,8 @@ import numpy as np
 from machinewatch.engine.errors import ModelError
 from machinewatch.models.base import AnomalyModel
 
+#: bumped only when a file of the old version would be read wrongly; optional manifest entries
+#: added since (``quantization_scales``) are for people and never read, so files without them load
 SCHEMA_VERSION = 1
 _PICKLE_MAGIC = (b"\x80", b"(", b"c", b"]", b"}")
 
@@ -92,6 +95,7 @@ def save_model(path: str | os.PathLike[str], model: AnomalyModel, threshold: flo
         "params": model.params,
         "feature_names": list(model.feature_names_),
         "scaler": scaler,
+        "quantization_scales": scale_summary(model),
         "threshold": float(threshold),
         "arrays": {k: {"dtype": v.dtype.str, "shape": list(v.shape)} for k, v in arrays.items()},
         "arrays_sha256": hashlib.sha256(data).hexdigest(),
@@ -102,6 +106,25 @@ def save_model(path: str | os.PathLike[str], model: AnomalyModel, threshold: flo
     _write_atomic(npz, data)
     _write_atomic(man, (json.dumps(manifest, indent=1, default=_json_default) + "\n").encode())
     return man
+
+
+def scale_summary(model: AnomalyModel) -> dict[str, dict[str, Any]]:
+    """A readable summary of the model's quantisation scales (``{}`` for a float model).
+
+    Per array named in ``scale_arrays``: its shape and the min, median and max scale (one
+    scale per output channel; the arrays themselves are in the ``.npz``).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    arrays = model.get_arrays()
+    for name in model.scale_arrays:
+        a = np.asarray(arrays[name], dtype=np.float64)
+        out[name] = {
+            "shape": list(a.shape),
+            "min": float(a.min()) if a.size else None,
+            "median": float(np.median(a)) if a.size else None,
+            "max": float(a.max()) if a.size else None,
+        }
+    return out
 
 
 def _json_default(o: Any) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from machinewatch.engine.config import Config, load_config
+from machinewatch.engine.config import AssetConfig, Config, load_config
 from machinewatch.engine.features import feature_names
 from machinewatch.engine.fleet import Shard, add_fleet_arguments, apply_fleet_arguments, fleet_warnings
 
@@ -30,7 +30,7 @@ def warnings(cfg: Config) -> list[str]:
         n = a.model.learn_windows
         if n < MIN_SOUND_LEARN:
             out.append(
-                f"assets.{a.name}.model.learn_windows = {n}: the threshold is calibrated on only "
+                f"assets.{a.name}.model.{_learn_setting(a)}: the threshold is calibrated on only "
                 f"{n - (2 * n) // 3} held-out windows; {MIN_SOUND_LEARN} or more is recommended, "
                 "covering the machine's normal range of load and temperature"
             )
@@ -53,6 +53,22 @@ def warnings(cfg: Config) -> list[str]:
     return out
 
 
+def _learn_setting(a: AssetConfig) -> str:
+    """The learning phase's setting: ``learn_windows = 200`` or ``learn_s = 60 (240 windows)``."""
+    m = a.model
+    if m.learn_s is None:
+        return f"learn_windows = {m.learn_windows}"
+    return f"learn_s = {m.learn_s:g} ({m.learn_windows} windows)"
+
+
+def _learn_plan(a: AssetConfig) -> str:
+    """The learning phase in the plan, resolved: ``200 windows`` or ``60 s = 240 windows of ...``."""
+    m = a.model
+    if m.learn_s is None:
+        return f"{m.learn_windows} windows"
+    return f"{m.learn_s:g} s = {m.learn_windows} windows of stream {a.primary_stream!r}"
+
+
 def plan(cfg: Config) -> str:
     """A readable plan: assets, streams, windows and feature counts, connectors, warnings."""
     lines = [f"config {cfg.path}: ok", f"state_dir {cfg.engine.state_dir}"]
@@ -62,7 +78,7 @@ def plan(cfg: Config) -> str:
         speed = f"{m.shaft_hz:.2f} Hz" if m.shaft_hz else f"from stream {m.speed_stream!r}"
         lines.append(
             f"asset {a.site}/{a.name}: primary {a.primary_stream}, shaft {speed}, model {a.model.kind} "
-            f"(learn {a.model.learn_windows} windows), alarm on-delay {a.alarm.on_delay_windows}"
+            f"(learn {_learn_plan(a)}), alarm on-delay {a.alarm.on_delay_windows}"
         )
         if m.bearing:
             orders = ", ".join(f"{k} {v:.3f}x" for k, v in m.bearing.orders().items())

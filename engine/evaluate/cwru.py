@@ -77,6 +77,8 @@ def _config(bearing: BearingGeometry, shaft_hz: float, opts: dict[str, Any], lea
             kind=opts["model"],
             learn_windows=learn,
             quantized=bool(opts["quantized"]),
+            # the int8 figures are of the int8 form: no float fallback (min_agreement)
+            min_agreement=0.0,
             threshold_quantile=opts["threshold_quantile"],
             threshold_margin=opts["threshold_margin"],
         ),

@@ -102,6 +102,8 @@ def evaluate_femto(root: Path, **overrides: Any) -> dict[str, Any]:
                 kind=opts["model"],
                 learn_windows=max(10, n_learn),
                 quantized=bool(opts["quantized"]),
+                # the int8 figures are of the int8 form: no float fallback (min_agreement)
+                min_agreement=0.0,
                 threshold_quantile=opts["threshold_quantile"],
                 threshold_margin=opts["threshold_margin"],
                 options={"upper": list(opts["upper"])} if opts["upper"] else {},

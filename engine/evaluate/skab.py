@@ -111,6 +111,8 @@ def skab_config(sensors: list[str], opts: dict[str, Any]) -> Config:
             threshold_quantile=opts["threshold_quantile"],
             threshold_margin=opts["threshold_margin"],
             quantized=bool(opts["quantized"]),
+            # the int8 figures are of the int8 form: no float fallback (min_agreement)
+            min_agreement=0.0,
             features=tuple(opts.get("features") or ()),
             threshold_folds=int(opts.get("threshold_folds", ModelConfig().threshold_folds)),
         ),

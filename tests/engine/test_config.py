@@ -142,3 +142,51 @@ def test_model_threshold_folds_default_set_and_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as ei:
         load_config_text(GOOD + "[assets.pump1.model]\nthreshold_folds = 0\n", tmp_path)
     assert paths(ei.value)["assets.pump1.model.threshold_folds"] == "must be in [1, 10]"
+
+
+def test_learn_s_is_counted_in_windows_of_the_primary_stream() -> None:
+    # pump1's vectors come with its primary stream's windows: one per hop, 2048 / 12000 s
+    cfg = load_config_text(GOOD + "[assets.pump1.model]\nlearn_s = 60\n")
+    m = cfg.assets["pump1"].model
+    assert (m.learn_s, m.learn_windows) == (60.0, math.ceil(60 * 12000 / 2048))  # 352
+    # [model] learn_s applies to every asset; an asset's own learn_windows overrides it
+    top = GOOD.replace("[assets.pump1]\n", "[model]\nlearn_s = 30\n[assets.pump1]\n")
+    assert load_config_text(top).assets["pump1"].model.learn_windows == math.ceil(30 * 12000 / 2048)
+    own = load_config_text(top + "[assets.pump1.model]\nlearn_windows = 150\n").assets["pump1"].model
+    assert (own.learn_s, own.learn_windows) == (None, 150)
+    assert load_config_text(GOOD).assets["pump1"].model.learn_windows == 200  # default unchanged
+
+
+def test_learn_s_problems_name_the_key() -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config_text(GOOD + "[assets.pump1.model]\nlearn_s = 60\nlearn_windows = 100\n")
+    assert paths(exc.value) == {"assets.pump1.model.learn_s": "give learn_windows or learn_s, not both"}
+    with pytest.raises(ConfigError) as exc:
+        load_config_text(GOOD + "[assets.pump1.model]\nlearn_s = 1\n")
+    reason = paths(exc.value)["assets.pump1.model.learn_s"]
+    assert "6 window(s) of assets.pump1.streams.vib" in reason and ">= 10" in reason
+    with pytest.raises(ConfigError) as exc:  # from [model]: the problem is at [model]'s key
+        load_config_text(GOOD.replace("[assets.pump1]\n", "[model]\nlearn_s = 1\n[assets.pump1]\n"))
+    assert "assets.pump1.streams.vib" in paths(exc.value)["model.learn_s"]
+    with pytest.raises(ConfigError) as exc:
+        load_config_text(GOOD + "[assets.pump1.model]\nlearn_s = 0\nmin_agreement = 1.5\n")
+    assert paths(exc.value) == {
+        "assets.pump1.model.learn_s": "must be > 0",
+        "assets.pump1.model.min_agreement": "must be in [0, 1]",
+    }
+
+
+def test_min_agreement_default_and_override() -> None:
+    assert load_config_text(GOOD).assets["pump1"].model.min_agreement == 0.99
+    cfg = load_config_text(GOOD + "[assets.pump1.model]\nmin_agreement = 0.95\n")
+    assert cfg.assets["pump1"].model.min_agreement == 0.95
+
+
+def test_check_shows_the_resolved_learn_count() -> None:
+    from machinewatch.engine.commands.check import plan, warnings
+
+    cfg = load_config_text(GOOD + "[assets.pump1.model]\nlearn_s = 60\n")
+    assert "(learn 60 s = 352 windows of stream 'vib')" in plan(cfg)
+    short = load_config_text(GOOD + "[assets.pump1.model]\nlearn_s = 10\n")  # 59 windows
+    assert any(w.startswith("assets.pump1.model.learn_s = 10 (59 windows): ") for w in warnings(short))
+    assert "(learn 200 windows)" in plan(load_config_text(GOOD))

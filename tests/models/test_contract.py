@@ -70,6 +70,8 @@ def test_contract(kind: str, data: tuple[np.ndarray, ...], tmp_path) -> None:  #
     # each form calibrated on its own healthy scores; decisions agree on >= 99 % of windows
     tf, tq = calibrate_threshold(m.score(cal)), calibrate_threshold(q.score(cal))
     assert decision_agreement(m.score(x), tf, q.score(x), tq) >= 0.99
+    # the goal is >= 4x; here (8 features) autoencoder is 3.4x (1312 vs 388 B: a tiny net's float32
+    # per-unit scales and biases weigh more), mahalanobis 4.0x, pca 4.2x, iforest 5.7x
     assert model_nbytes(q) * 3 <= model_nbytes(m)
     # save / load round trip, both forms
     for model, thr in ((m, tf), (q, tq)):
@@ -113,3 +115,31 @@ def test_store_refuses_pickle_hash_and_features(data: tuple[np.ndarray, ...], tm
         load_model(tmp_path / "m", names)
     man = json.loads((tmp_path / "m.json").read_text())
     assert man["kind"] == "mahalanobis" and man["quantized"] and man["feature_names"] == list(names)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_manifest_summarises_the_quantisation_scales(
+    kind: str, data: tuple[np.ndarray, ...], tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    names = tuple(f"f{i}" for i in range(F))
+    m = registry.get("models", kind)().fit(data[0], names)
+    q = quantize(m)
+    # every int8 form names its scales (a new model is checked the moment it is registered)
+    assert q.scale_arrays and set(q.scale_arrays) <= set(q.array_names)
+    save_model(tmp_path / "q", q, 1.0)
+    save_model(tmp_path / "f", m, 1.0)
+    man = json.loads((tmp_path / "q.json").read_text())
+    scales = man["quantization_scales"]
+    assert list(scales) == list(q.scale_arrays)
+    arrays = q.get_arrays()
+    for name, s in scales.items():
+        a = np.asarray(arrays[name], dtype=np.float64)
+        assert s["shape"] == list(a.shape)
+        assert (s["min"], s["median"], s["max"]) == pytest.approx((a.min(), np.median(a), a.max()))
+        assert 0 < s["min"] <= s["median"] <= s["max"]
+    assert json.loads((tmp_path / "f.json").read_text())["quantization_scales"] == {}
+    # a file written before the summary existed (same schema version) still loads
+    del man["quantization_scales"]
+    (tmp_path / "q.json").write_text(json.dumps(man))
+    back = load_model(tmp_path / "q", names)
+    np.testing.assert_allclose(back.model.score(data[2][:20]), q.score(data[2][:20]), rtol=1e-6)
