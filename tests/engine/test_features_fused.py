@@ -60,7 +60,9 @@ def test_read_only_windows_are_copied_not_recompiled() -> None:
 def test_fastest_installed_backend_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(FFT_ENV, raising=False)
     monkeypatch.setattr(vibration, "_measured", None)  # before any warm-up measured them
-    assert fft_backend() == ("mkl" if HAVE_MKL else "ducc0")
+    for intel in (True, False):
+        monkeypatch.setattr(vibration, "_intel_cpu", lambda intel=intel: intel)
+        assert fft_backend() == ("mkl" if HAVE_MKL and intel else "ducc0")
     assert _extractor(None).backend == fft_backend()
 
 
@@ -91,6 +93,10 @@ def test_the_faster_backend_is_measured_at_warm_up(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(vibration, "_measured", None)
     stream = StreamConfig("vib", "vibration", 25600.0, 4096, 4096)
     machine = MachineConfig(shaft_hz=29.95)
+    monkeypatch.setattr(vibration, "_intel_cpu", lambda: False)
+    assert vibration.measure_fft_backends(stream, machine) == {}, "MKL is considered on Intel CPUs only"
+    assert fft_backend() == "ducc0"
+    monkeypatch.setattr(vibration, "_intel_cpu", lambda: True)
     if not HAVE_MKL:
         assert vibration.measure_fft_backends(stream, machine) == {}, "one backend: nothing to measure"
         return
