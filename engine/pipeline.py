@@ -288,6 +288,7 @@ class Engine:
         # one came due in a long run.
         gc.collect()
         gc.freeze()
+        log.info("hot path running: kernels warm, heap frozen")
         done = False
         while True:
             if not done and not self._windows:

@@ -2,9 +2,10 @@
 #
 #   mw_setup_python    .venv with `pip install -e .[dev]`; skipped when pyproject.toml has not
 #                      changed since the last install (hash kept in .venv/.machinewatch-installed)
-#   mw_setup_servers   Debian packages mosquitto, victoria-metrics, influxdb when their binaries
-#                      are missing; their system services are kept stopped and disabled, because
-#                      the tests start their own instances on free loopback ports
+#   mw_setup_servers   Debian packages mosquitto, victoria-metrics, influxdb (and faketime, for
+#                      the wall-clock-jump test) when their binaries are missing; the servers'
+#                      system services are kept stopped and disabled, because the tests start
+#                      their own instances on free loopback ports
 #
 # Sets MW_ROOT (the repository), MW_VENV and MW_PY (the venv's python).
 # Environment: PYTHON (interpreter for a new venv), MACHINEWATCH_VENV (venv path).
@@ -131,6 +132,7 @@ MW_SERVERS=(
     "mosquitto:mosquitto:mosquitto"
     "victoria-metrics:victoria-metrics:victoria-metrics"
     "influxd:influxdb:influxdb"
+    "faketime:faketime:faketime"
 )
 
 mw_has_binary() {
