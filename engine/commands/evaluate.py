@@ -100,7 +100,14 @@ def _plot(res: dict[str, Any], out: Path) -> None:
             ax.fill_between(
                 t, 0, 1, where=s[3], transform=ax.get_xaxis_transform(), color="orange", alpha=0.25
             )
-        ax.set_title(str(item.get("file") or item.get("bearing")), fontsize=8)
+        title = str(item.get("file") or item.get("bearing"))
+        if "end_s" in item:  # FEMTO: the half-life (no alarm before it) and the first held alarm
+            ax.axvline(item["end_s"] / 2.0, color="grey", ls=":", lw=0.8, label="half-life")
+            if item["first_alarm_s"] is not None:
+                ax.axvline(item["first_alarm_s"], color="red", lw=0.8, label="first alarm")
+        elif "condition" in item:  # CWRU: what the file is and what the engine made of it
+            title += f" ({item['condition']}: detection {item['detection_rate']:.3f}, {item['diagnosis']})"
+        ax.set_title(title, fontsize=8)
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=90)

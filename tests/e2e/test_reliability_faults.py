@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -201,7 +202,12 @@ timeout_s = 1.0
 
 # ----------------------------------------------------------------------------- overload
 
+#: simulated seconds published at 10x: 120 (12 s of overload) in the suite; on demand longer, e.g.
+#: ``MW_OVERLOAD_S=1800`` for 3 minutes at 10x (the same assertions)
+OVERLOAD_S = float(os.environ.get("MW_OVERLOAD_S", "120"))
 
+
+@pytest.mark.timeout(300 + int(OVERLOAD_S / 10))
 async def test_overload_10x_then_nominal(mosquitto_factory: Any, run_process: Any, tmp_path: Path) -> None:
     broker = mosquitto_factory()
     state = tmp_path / "state"
@@ -242,12 +248,12 @@ async def test_overload_10x_then_nominal(mosquitto_factory: Any, run_process: An
             "--client-id",
             "rel-fast",
             "--config",
-            str(write(tmp_path / "fast.toml", sim_toml(speedup=10.0, duration_s=120.0, start_ns=now))),
+            str(write(tmp_path / "fast.toml", sim_toml(speedup=10.0, duration_s=OVERLOAD_S, start_ns=now))),
         ],
         name="fast",
     )
     t0 = time.monotonic()
-    await asyncio.to_thread(fast.wait, 120)
+    await asyncio.to_thread(fast.wait, 120 + OVERLOAD_S / 10)
     overload_s = time.monotonic() - t0
     m_over = metrics(port)
     rss_over = sampler.peak_rss_mib
@@ -262,7 +268,8 @@ async def test_overload_10x_then_nominal(mosquitto_factory: Any, run_process: An
             "--config",
             str(
                 write(
-                    tmp_path / "nom.toml", sim_toml(speedup=1.0, duration_s=6.0, start_ns=now + 121 * 10**9)
+                    tmp_path / "nom.toml",
+                    sim_toml(speedup=1.0, duration_s=6.0, start_ns=now + int(OVERLOAD_S + 1) * 10**9),
                 )
             ),
         ],

@@ -141,7 +141,8 @@ def test_femto_synthetic_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[s
     fm.LEARN_S = 300.0  # the synthetic run is 10 min long: learn on its first 5
     try:
         res = evaluate_femto(tmp_path)
-        assert cli_main(["evaluate", "femto", str(tmp_path), "--json"]) == 0
+        png = tmp_path / "femto.png"
+        assert cli_main(["evaluate", "femto", str(tmp_path), "--json", "--plot", str(png)]) == 0
     finally:
         fm.LEARN_S = old
     (r,) = res["bearings"]
@@ -149,6 +150,9 @@ def test_femto_synthetic_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert r["false_alarms_before_half_life"] == 0
     out = json.loads(capsys.readouterr().out)
     assert out["bearings"][0]["bearing"] == "Bearing9_9" and "_series" not in out["bearings"][0]
+    # --plot: a real PNG of score, threshold, half-life and first alarm (not an empty canvas)
+    head = png.read_bytes()
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) > 10_000
 
 
 # ---------------------------------------------------------------- real data (../shared/data)
