@@ -41,6 +41,7 @@ __all__ = [
     "vibration_names",
 ]
 
+import functools
 import logging
 import math
 import os
@@ -341,6 +342,7 @@ FFT_ENV = "MACHINEWATCH_FFT"
 MKL_MIN_BATCH = 16
 
 
+@functools.cache
 def _intel_cpu() -> bool:
     """Whether this is an Intel CPU (``/proc/cpuinfo``), the only one MKL is considered on.
 
