@@ -343,6 +343,10 @@ async def test_bad_sensor_raises_quality_alarm_not_machine_alarm(
     async with watch(broker.port) as w:
         eng = run_process([MW, "run", str(cfg)], name="engine")
         await until(lambda: w.status().count(b"online") >= 1, 60, "engine online")
+        # the fault's timing matters here: publish once the kernels are warm, or a slow warm-up
+        # (an empty numba cache: ~17 s) turns the run into one burst, in which the actuator's
+        # minimum on/off time rightly holds back the FLATLINE command the test looks for
+        await until(lambda: "hot path running" in eng.log_text(), 120, "kernels warm")
         pub = run_process(
             [MW, "simulate", "--broker", broker.url, "--config", str(write(tmp_path / "sim.toml", sim))],
             name="sim",
