@@ -189,14 +189,21 @@ def _hann_power(v: np.ndarray, p: np.ndarray, n: int) -> None:
 
 @njit(**NJIT_REDUCE)
 def _range_sums(p: np.ndarray, lo: int, hi: int) -> tuple[float, float]:
-    """``sum p[k]`` and ``sum k p[k]`` over ``lo <= k < hi``."""
+    """``sum p[k]`` and ``sum k p[k]`` over ``lo <= k < hi``.
+
+    Over a slice, indexed from 0: an index that may be negative (``range(lo, hi)``) makes numba
+    emit Python's wrap-around for each load, which kept the loop scalar (~3 us per 2049-bin
+    spectrum here; 0.55 us vectorised); int32 ``j`` converts to float in vector registers
+    (int64 does not before AVX-512).
+    """
+    q = p[lo:hi]
     s = 0.0
-    sk = 0.0
-    for k in range(lo, hi):
-        pk = np.float64(p[k])
+    sj = 0.0
+    for j in range(q.shape[0]):
+        pk = np.float64(q[j])
         s += pk
-        sk += k * pk
-    return s, sk
+        sj += np.float64(np.int32(j)) * pk
+    return s, sj + lo * s
 
 
 @njit(**NJIT)
