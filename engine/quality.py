@@ -18,7 +18,7 @@ QUALITY_FLAGS = ("nan", "flatline", "clipping")
 #: up to the switch interval (5 ms) while the event loop runs Python (the GIL convoy)
 @njit(**{**NJIT_REDUCE, "nogil": False})
 def _scan(x: np.ndarray, keys: np.ndarray, ukeys: np.ndarray, clip: float) -> tuple[float, float, float, int]:
-    """One pass: NaN-if-non-finite marker, min, max and the count of ``|x| >= clip``.
+    """NaN-if-non-finite marker, min, max and the count of ``|x| >= clip``.
 
     Min and max come from the extremes of the bit patterns (``keys``, ``ukeys``:
     :func:`.features.base.bit_views`, :func:`.features.base.float_extremes`): a float min/max
@@ -26,15 +26,16 @@ def _scan(x: np.ndarray, keys: np.ndarray, ukeys: np.ndarray, clip: float) -> tu
     """
     bad = 0.0
     n = 0
-    smin = keys[0]
-    smax = keys[0]
-    umin = ukeys[0]
-    umax = ukeys[0]
-    for j in range(x.shape[0]):
+    for j in range(x.shape[0]):  # floats and 32-bit ints in separate loops vectorise better
         v = np.float64(x[j])
         bad += v - v
         if abs(v) >= clip:
             n += 1
+    smin = keys[0]
+    smax = keys[0]
+    umin = ukeys[0]
+    umax = ukeys[0]
+    for j in range(keys.shape[0]):
         k = keys[j]
         u = ukeys[j]
         smin = min(smin, k)

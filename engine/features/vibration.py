@@ -84,23 +84,26 @@ def vibration_names(machine: MachineConfig) -> tuple[str, ...]:
 def _sums(
     x: np.ndarray, keys: np.ndarray, ukeys: np.ndarray
 ) -> tuple[float, float, float, float, float, float]:
-    """One pass: ``sum x``, ``sum x^2``, ``sum |x|``, ``sum (x - x)`` (NaN iff a NaN/inf is
+    """``sum x``, ``sum x^2``, ``sum |x|``, ``sum (x - x)`` (NaN iff a NaN/inf is
     present), and min and max of ``x`` (meaningful only when that check passed), through the
     extremes of ``x``'s bit patterns (``keys``, ``ukeys``: :func:`.base.bit_views`)."""
+    # two loops, not one: the float64 sums (4 lanes) and the 32-bit integer extremes (8 lanes)
+    # vectorise well apart; fused they took ~1.5 us per 4096 float32 values here, apart ~0.8
     s1 = 0.0
     s2 = 0.0
     sa = 0.0
     bad = 0.0
-    smin = keys[0]
-    smax = keys[0]
-    umin = ukeys[0]
-    umax = ukeys[0]
     for j in range(x.shape[0]):
         v = np.float64(x[j])
         s1 += v
         s2 += v * v
         sa += abs(v)
         bad += v - v
+    smin = keys[0]
+    smax = keys[0]
+    umin = ukeys[0]
+    umax = ukeys[0]
+    for j in range(keys.shape[0]):
         k = keys[j]
         u = ukeys[j]
         smin = min(smin, k)
