@@ -277,7 +277,11 @@ class Engine:
             return
         self.counters[f"rejected_{item.reason}"] += 1
         self._rl.warning(
-            f"{item.where}:{item.reason}", "rejected input from %s: %s %s", item.where, item.reason, item.detail
+            f"{item.where}:{item.reason}",
+            "rejected input from %s: %s %s",
+            item.where,
+            item.reason,
+            item.detail,
         )
 
     def _take_windows(self, chunk: Chunk) -> None:
