@@ -61,6 +61,24 @@ class DownSource(Source):
 registry.add("sources", "down", DownSource)
 
 
+class CountingSource(Source):
+    """``windows`` chunks as fast as the engine takes them, then waits forever (a live source
+    with nothing more to say); counts what it yielded in :attr:`yielded`."""
+
+    yielded: dict[str, int] = {}
+
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        x = np.random.default_rng(2).normal(0, 1.0, WIN).astype(np.float32)
+        CountingSource.yielded[self.name] = 0
+        for i in range(int(self.options["windows"])):
+            CountingSource.yielded[self.name] += 1
+            yield Chunk("m1/vib", int(i * WIN / RATE * 1e9), RATE, i, x)
+        await asyncio.Event().wait()
+
+
+registry.add("sources", "counting", CountingSource)
+
+
 def make_config(tmp_path: Path, windows: int, fault_at: int) -> Config:
     return load_config_text(f"""
 [engine]
@@ -186,3 +204,33 @@ def test_unknown_stream_is_counted(tmp_path: Path, bad: str) -> None:
     hp = HotPath(make_config(tmp_path, 1, 1))
     assert hp.ingest(Chunk(bad, 0, RATE, 0, np.zeros(8, np.float32))) == []
     assert hp.counters["rejected_unknown_stream"] == 1
+
+
+@pytest.mark.parametrize(("windows", "stop_at"), [(50, 50), (100_000, 700)])
+def test_stop_loses_nothing_the_source_yielded(tmp_path: Path, windows: int, stop_at: int) -> None:
+    """A stop cancels a source only while the engine waits on it: every chunk it yielded is
+    windowed, whether the stop came while it was idle (50 of 50 sent) or mid-stream, with a
+    2-chunk queue that keeps the source waiting for room."""
+    import dataclasses
+
+    text = make_config(tmp_path, windows=1, fault_at=1)
+    cfg = dataclasses.replace(
+        text,
+        engine=dataclasses.replace(text.engine, queue_chunks=2),
+        sources={"s": dataclasses.replace(text.sources["s"], kind="counting", options={"windows": windows})},
+    )
+
+    async def main() -> dict[str, int]:
+        engine = Engine(cfg, install_signals=False)
+        task = asyncio.create_task(engine.run())
+        while engine.counters["chunks_in"] < stop_at:
+            await asyncio.sleep(0.005)
+        engine.stop()
+        report = await asyncio.wait_for(task, 30)  # a source waiting forever is cancelled
+        return report.counters
+
+    c = asyncio.run(main())
+    assert c["chunks_in"] == CountingSource.yielded["s"] >= stop_at
+    assert c["buffer_chunks"] == c["chunks_in"]
+    if windows == stop_at:
+        assert c["chunks_in"] == windows
