@@ -81,7 +81,12 @@ class NotFittedError(ModelError):
 
 
 class SpoolError(MachinewatchError):
-    """The durable spool cannot be used."""
+    """The durable spool cannot be used. ``stored``: records of the failed put that were stored
+    before it failed (a put on a full disk goes in chunks), so ``len(put) - stored`` were refused."""
+
+    def __init__(self, message: str, stored: int = 0) -> None:
+        super().__init__(message)
+        self.stored = stored
 
 
 class PluginError(MachinewatchError):

@@ -448,7 +448,7 @@ class Engine:
         try:
             self.spool.put(records)
         except SpoolError as exc:  # a full or failing disk must not stop monitoring
-            self.counters["spool_errors"] += len(records)
+            self.counters["spool_errors"] += len(records) - exc.stored
             self._rl.warning("spool", "%s", exc)
             return False
         return True

@@ -99,6 +99,8 @@ WAL_PAGES = 8
 MIN_FREE_BYTES = 2 * WAL_PAGES * 4096
 #: on a full disk: rounds of dropping the oldest records (doubling the batch) before a put is refused
 _FULL_ROUNDS = 10
+#: on a full disk a put is stored in chunks of at most this many records
+_FULL_CHUNK = 32
 #: seconds between attempts to re-make a missing reserve (each may drop records, counted)
 REARM_S = 10.0
 _KINDS: dict[str, type[Any]] = {"s": Summary, "a": AlarmEvent, "h": HealthSample}
@@ -392,9 +394,22 @@ class Spool:
         """The disk is full (something else took the reserve): drop the oldest records and retry.
 
         The batch dropped doubles each round (from the size of the put, at least 8 records), so
-        a put needs a few rounds at most; the put is refused (:class:`SpoolError`) only when
-        nothing is left to drop or dropping itself cannot be written.
+        a put needs a few rounds at most; a large put goes in chunks of :data:`_FULL_CHUNK`
+        records (later chunks push out earlier ones). A put is refused (:class:`SpoolError`)
+        only when nothing is left to drop or dropping itself cannot be written.
         """
+        if len(rows) > _FULL_CHUNK:
+            # one transaction for a large put would need the file to grow by all of it at once
+            # (its pages in the WAL until a checkpoint the full disk no longer allows: the
+            # spool wedged after a 400-record put in a test); in chunks, each reuses the pages
+            # the previous drops freed, and later chunks push out earlier ones (drop-oldest)
+            stored = 0
+            for i in range(0, len(rows), _FULL_CHUNK):
+                try:
+                    stored += self._put_on_full_disk(rows[i : i + _FULL_CHUNK], err)
+                except SpoolError as exc:
+                    raise SpoolError(str(exc), stored) from exc
+            return stored
         batch = max(8, len(rows))
         for _ in range(_FULL_ROUNDS):
             self._checkpoint()  # a WAL fully copied back is reused from its start: no new blocks

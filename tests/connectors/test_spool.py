@@ -314,6 +314,24 @@ def test_reserve_is_made_again_from_the_oldest_records(
     sp.close()
 
 
+def test_put_larger_than_what_fits_keeps_its_newest(tiny_disk: Path) -> None:
+    """Other files hold the disk and one put is larger than all the spool can free (a burst of
+    summaries while a model was written; the e2e disk-full test hit it: 245 refused, then every
+    put for 3 s). Its newest records are stored, its oldest counted as dropped like any other,
+    and the puts after it are stored too; nothing is refused."""
+    sp = Spool(tiny_disk / "spool.db", ["influx"])
+    n = _put_batches(sp, 0, 10, 4)
+    _fill(tiny_disk / "model.json")
+    big = 400
+    assert sp.put([summ(n + k) for k in range(big)]) == big  # in chunks, later ones push out earlier
+    n += big
+    kept = _ledger(sp, n)  # the newest, in order, without a hole; put = kept + dropped
+    assert len(kept) >= 4
+    n = _put_batches(sp, n, 20, 4)  # and the spool goes on: every later put stored
+    assert len(_ledger(sp, n)) >= 4
+    sp.close()
+
+
 def test_no_reserve_when_the_headroom_is_off(tmp_path: Path) -> None:
     sp = Spool(tmp_path / "spool.db", ["influx"], min_free_bytes=0)
     sp.put([summ(0)])

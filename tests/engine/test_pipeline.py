@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -65,7 +66,7 @@ class CountingSource(Source):
     """``windows`` chunks as fast as the engine takes them, then waits forever (a live source
     with nothing more to say); counts what it yielded in :attr:`yielded`."""
 
-    yielded: dict[str, int] = {}
+    yielded: ClassVar[dict[str, int]] = {}
 
     async def chunks(self) -> AsyncIterator[Chunk]:
         x = np.random.default_rng(2).normal(0, 1.0, WIN).astype(np.float32)
