@@ -492,8 +492,15 @@ def _fused_chunk(
     _spec_batch(xs.view(x.dtype), ok, shaft, n, df, tol, edges, out, col_spec)
     if orders.shape[0] == 0:
         return
-    _fill_band(xs, k0, band, z)
-    _c2c(z, z, axes, False, 1.0 / z.shape[1], 1)  # the decimated analytic signal, in place
+    m = z.shape[1]
+    if k0 + m <= xs.shape[1]:
+        # the band is read in place: the bins after it, no longer needed, are zeroed instead of
+        # copying the band out (~0.5 us per window)
+        xs[:, k0 + band : k0 + m] = 0.0
+        _c2c(xs[:, k0 : k0 + m], z, axes, False, 1.0 / m, 1)  # the decimated analytic signal
+    else:
+        _fill_band(xs, k0, band, z)
+        _c2c(z, z, axes, False, 1.0 / m, 1)
     _abs2(z, e)
     _r2c(e, es, axes, True, 1.0, 1)
     _env_batch(es.view(x.dtype), ok, shaft, orders, tol, df, kmax, half, out, col_env)
