@@ -240,6 +240,28 @@ async def floor_subscriber(port: int, out: str) -> None:
 # -- driver -------------------------------------------------------------------------------------
 
 
+def cpu_jiffies() -> list[int]:
+    """The machine's CPU time so far from ``/proc/stat`` (user nice system idle iowait irq softirq steal)."""
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:9]]
+
+
+async def steal_sampler(out: list[tuple[int, float]]) -> None:
+    """Until cancelled: each second, the share of CPU time the hypervisor took (steal), in %.
+
+    On a VM the host can deschedule a vCPU for milliseconds; a message in flight on it waits.
+    Latency tails here follow this figure, so it goes with every latency result. Each sample is
+    (wall-clock ns at the end of its second, steal %).
+    """
+    prev = cpu_jiffies()
+    while True:
+        await asyncio.sleep(1.0)
+        cur = cpu_jiffies()
+        d = [c - p for c, p in zip(cur, prev, strict=True)]
+        prev = cur
+        out.append((time.time_ns(), 100.0 * d[7] / max(1, sum(d))))
+
+
 class Broker:
     def __init__(self, d: Path) -> None:
         self.port = free_port()
@@ -298,6 +320,8 @@ def pub_proc(*args: str) -> subprocess.Popen[bytes]:
 
 #: publisher processes of the rate phases (one Python publisher tops out near the engine's rate)
 PUBLISHERS = 2
+#: a second of the latency phase counts as quiet when the hypervisor took less than this share
+QUIET_STEAL_PCT = 2
 
 
 async def publish_rate_procs(
@@ -315,7 +339,7 @@ async def publish_rate_procs(
 
 
 async def latency(
-    d: Path, broker: Broker, n: int, seconds: float, pattern: str, trace: bool = False
+    d: Path, broker: Broker, n: int, seconds: float, pattern: str, trace: bool = False, floor_on: bool = True
 ) -> dict[str, Any]:
     cfg = engine_toml(d, broker.port, n, 4096, 20)
     eng = start_engine(cfg, d / "engine-latency.log", d / "trace.json" if trace else None)
@@ -326,9 +350,10 @@ async def latency(
         async with aiomqtt.Client("127.0.0.1", broker.port, socket_options=NODELAY) as sub:
             await sub.subscribe("machinewatch/b/+/command", qos=1)
             out = d / "sent.json"
-            floor = pub_proc("floor", str(broker.port), str(d / "floor.json"))
-            assert floor.stdout is not None
-            await asyncio.to_thread(floor.stdout.readline)  # subscribed
+            floor = pub_proc("floor", str(broker.port), str(d / "floor.json")) if floor_on else None
+            if floor is not None:
+                assert floor.stdout is not None
+                await asyncio.to_thread(floor.stdout.readline)  # subscribed
             pub = pub_proc(
                 "latency", str(broker.port), str(n), str(20 * 4 + 8), str(seconds), str(out), pattern
             )
@@ -342,23 +367,38 @@ async def latency(
                         made[f"{body['asset']}:{body['event_t_ns']}"] = body["t_ns"]
 
             task = asyncio.create_task(collect())
+            steal: list[tuple[int, float]] = []
+            sampler = asyncio.create_task(steal_sampler(steal))
             await asyncio.to_thread(pub.wait)
+            sampler.cancel()
             await asyncio.sleep(1.0)
             task.cancel()
-            floor.terminate()  # it writes its arrival times and exits
-            floor.wait(10)
+            if floor is not None:
+                floor.terminate()  # it writes its arrival times and exits
+                floor.wait(10)
     finally:
         eng.terminate()
         eng.wait(30)
     sent = json.loads(out.read_text())
     (d / "arrivals.json").write_text(json.dumps(arrivals))
-    lat = [(now - sent[f"{a}:{t}"]) / 1e6 for a, t, now in arrivals if f"{a}:{t}" in sent]
+    arrivals = [x for x in arrivals if f"{x[0]}:{x[1]}" in sent]
+    lat = [(now - sent[f"{a}:{t}"]) / 1e6 for a, t, now in arrivals]
     inside = [(made[f"{a}:{t}"] - sent[f"{a}:{t}"]) / 1e6 for a, t, _ in arrivals if f"{a}:{t}" in sent]
-    got = json.loads((d / "floor.json").read_text())
+    got = json.loads((d / "floor.json").read_text()) if floor_on else {}
     keys = [f"{a}:{t}" for a, t, _ in arrivals if f"{a}:{t}" in sent and f"{a}:{t}" in got]
     floor_ms = [(got[k] - sent[k]) / 1e6 for k in keys]
     if not lat:
         raise RuntimeError(f"no latency samples (log: {d / 'engine-latency.log'})")
+    first, last = min(now for *_, now in arrivals), max(now for *_, now in arrivals)
+    live = [p for t, p in steal if first < t < last + 10**9]
+    # each command with the steal of the sampler's second it arrived in: how the tail depends on it
+    ends = np.array([t for t, _ in steal], dtype=np.int64)
+    pct = np.array([p for _, p in steal] + [np.nan])
+    quiet = [
+        lat_ms
+        for (a, t, now), lat_ms in zip(arrivals, lat, strict=True)
+        if pct[np.searchsorted(ends, now)] < QUIET_STEAL_PCT
+    ]
     return {
         "p50_ms": float(np.percentile(lat, 50)),
         "p99_ms": float(np.percentile(lat, 99)),
@@ -370,6 +410,13 @@ async def latency(
         "p99_floor_bare_subscriber_ms": float(np.percentile(floor_ms, 99)) if floor_ms else None,
         "nominal_streams": n,
         "pattern": pattern,
+        # the hypervisor's share of CPU time in the seconds the commands arrived in
+        "steal_pct_mean": round(float(np.mean(live)), 2) if live else None,
+        "steal_pct_max_1s": round(max(live), 2) if live else None,
+        f"p99_ms_in_seconds_steal_below_{QUIET_STEAL_PCT}pct": (
+            float(np.percentile(quiet, 99)) if len(quiet) >= 100 else None
+        ),
+        f"latency_samples_steal_below_{QUIET_STEAL_PCT}pct": len(quiet),
         "nominal_msgs_per_s": n * RATE / 1024,
     }
 
@@ -480,7 +527,9 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
     d = Path(tempfile.mkdtemp(prefix="mw-bench-"))
     broker = Broker(d)
     try:
-        result = await latency(d, broker, args.streams, args.seconds, args.pattern, args.trace_stages)
+        result = await latency(
+            d, broker, args.streams, args.seconds, args.pattern, args.trace_stages, not args.no_floor
+        )
         if args.trace_stages:
             from e2e_stages import report  # bench/ is on sys.path when run as a script
 
@@ -533,6 +582,12 @@ def main() -> None:
         "--trace-stages",
         action="store_true",
         help="run the engine under bench/e2e_stages.py and report where the latency goes",
+    )
+    p.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="no bare subscriber to the waveform topics beside the engine (it receives all 400 msg/s "
+        "itself, so it loads the 2 cores the measured path shares)",
     )
     p.add_argument("--role", default="driver")
     a, rest = p.parse_known_args()
