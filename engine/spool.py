@@ -327,24 +327,39 @@ class Spool:
         now = time.time_ns()
         rows = [(now, k, b) for k, b in enc]
         with self._lock:
+            stored = 0
             try:
                 make_room, tight = self._room_to_make(rows)
-                self._insert(rows, make_room)
-                if tight:
-                    # near full: copy the WAL back now, so if something else takes the last free
-                    # bytes, no committed frame still needs the file to grow, and the WAL's own
-                    # blocks can be reused by the transactions that drop records
+                if not tight:
+                    self._insert(rows)
+                    stored = len(rows)
+                # near full: transactions of at most _FULL_CHUNK records, each copied back from
+                # the WAL at once, so if something else takes the last free bytes no committed
+                # frame still needs the file to grow, and the WAL's own blocks can be reused by
+                # the transactions that drop records. One transaction for a large put grew the
+                # WAL and the file by all of it at once: on a 512 KiB disk the checkpoint could
+                # then never be written and every later put was refused (e2e disk-full test)
+                for i in range(stored, len(rows), _FULL_CHUNK):
+                    chunk = rows[i : i + _FULL_CHUNK]
+                    room = make_room if len(chunk) == len(rows) else self._room_to_make(chunk)[0]
+                    self._insert(chunk, room)
+                    stored += len(chunk)
                     self._checkpoint()
                 if not self._reserve_armed:
                     self._rearm()
-                return len(rows)
+                return stored
             except sqlite3.Error as exc:
                 self._rollback()
                 self._resync()
                 if not disk_full(exc):
-                    raise SpoolError(f"spool {self.path}: cannot store {len(enc)} record(s): {exc}") from exc
+                    raise SpoolError(
+                        f"spool {self.path}: cannot store {len(enc) - stored} record(s): {exc}", stored
+                    ) from exc
                 err = exc
-            return self._put_on_full_disk(rows, err)
+            try:
+                return stored + self._put_on_full_disk(rows[stored:], err)
+            except SpoolError as exc:
+                raise SpoolError(str(exc), stored + exc.stored) from exc
 
     def _insert(self, rows: list[tuple[int, str, bytes]], make_room: int = 0) -> None:
         """One committed transaction: ``make_room`` bytes of the oldest records dropped first
@@ -411,6 +426,8 @@ class Spool:
                     raise SpoolError(str(exc), stored) from exc
             return stored
         batch = max(8, len(rows))
+        # a WAL fully copied back is cut to nothing: its blocks are free for the drops and the file
+        self._checkpoint("TRUNCATE")
         for _ in range(_FULL_ROUNDS):
             self._checkpoint()  # a WAL fully copied back is reused from its start: no new blocks
             if not self._drop_batch(batch):

@@ -332,6 +332,27 @@ def test_put_larger_than_what_fits_keeps_its_newest(tiny_disk: Path) -> None:
     sp.close()
 
 
+def test_large_put_on_a_nearly_full_disk_keeps_the_headroom(tiny_disk: Path) -> None:
+    """The spool alone nearly fills its disk, then one put brings 400 records (a burst while the
+    persist thread was busy). It is stored in small checkpointed transactions: the disk keeps
+    free space beside the reserve and the WAL stays small. As one transaction it used the last
+    free byte (0 B free, WAL 96 KiB on a 512 KiB disk): the checkpoint could then not be written
+    once anything else wrote a file, and the e2e disk-full test saw every later put refused."""
+    sp = Spool(tiny_disk / "spool.db", ["influx"])
+    n = _put_batches(sp, 0, 400, 1)
+    assert sp.stats().dropped_overflow > 0, "the drop policy is engaged: the disk is nearly full"
+    big = 400
+    assert sp.put([summ(n + k) for k in range(big)]) == big
+    n += big
+    assert (tiny_disk / "spool.db.reserve").exists()
+    assert shutil.disk_usage(tiny_disk).free >= MIN_FREE_BYTES // 4, "headroom beside the reserve"
+    assert (tiny_disk / "spool.db-wal").stat().st_size <= 2 * WAL_PAGES * 4096
+    _fill(tiny_disk / "model.json")  # and then another writer takes the rest: nothing refused
+    n = _put_batches(sp, n, 50, 4)
+    assert len(_ledger(sp, n)) >= 4
+    sp.close()
+
+
 def test_no_reserve_when_the_headroom_is_off(tmp_path: Path) -> None:
     sp = Spool(tmp_path / "spool.db", ["influx"], min_free_bytes=0)
     sp.put([summ(0)])
