@@ -42,6 +42,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 
 from machinewatch.connectors.base import Rejected, Source
 from machinewatch.connectors.mqttcommon import COMMON_KEYS, Backoff, client_kwargs, validate_common
@@ -199,6 +200,40 @@ class CountingQueue(asyncio.Queue[Any]):
             raise
 
 
+#: packets read from the socket per readable event (paho reads one when nothing is in flight)
+READ_BURST = 64
+
+
+def read_in_bursts(client: Any) -> bool:
+    """Make the client read up to :data:`READ_BURST` packets per readable socket event.
+
+    paho's ``loop_read`` reads a single packet when no QoS 1/2 message is in flight, so every
+    message cost an event-loop turn (epoll, the callback) and reached the engine alone: the hot
+    path then computed one window per call. Read in bursts, the packets already in the socket
+    buffer arrive together and the engine batches them. Returns False (and changes nothing)
+    when the client is not the aiomqtt/paho pair this knows.
+    """
+    paho = getattr(client, "_client", None)
+    read = getattr(paho, "_packet_read", None)
+    handle = getattr(paho, "_loop_rc_handle", None)
+    if paho is None or read is None or handle is None or not hasattr(paho, "_sock"):
+        return False
+
+    def loop_read(max_packets: int = 1) -> int:
+        for _ in range(max(max_packets, READ_BURST)):
+            if paho._sock is None:
+                return int(mqtt.MQTT_ERR_NO_CONN)
+            rc = read()
+            if rc > 0:
+                return int(handle(rc))
+            if rc == mqtt.MQTT_ERR_AGAIN:
+                break
+        return int(mqtt.MQTT_ERR_SUCCESS)
+
+    paho.loop_read = loop_read
+    return True
+
+
 class MqttSource(Source):
     """Subscribe to the topic template and yield chunks (see the module docstring).
 
@@ -341,6 +376,7 @@ class MqttSource(Source):
                         self.qos,
                     )
                     queue = self._queue_cls.last  # type: ignore[attr-defined]
+                    read_in_bursts(client)
                     messages = aiter(client.messages)
                     while True:
                         # Messages already queued are taken directly: aiomqtt's iterator makes a

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from machinewatch.connectors.base import Rejected
-from machinewatch.connectors.sources.mqtt import MqttSource, SeqTracker, TopicMap
+from machinewatch.connectors.sources.mqtt import MqttSource, SeqTracker, TopicMap, read_in_bursts
 from machinewatch.engine.codecs import encode_frame
 from machinewatch.engine.config import Config, load_config_text
 from machinewatch.engine.errors import ConfigError
@@ -308,3 +309,48 @@ async def test_sample_acl_lets_only_the_engine_publish_commands(
 
         await asyncio.wait_for(read(), 10)
     assert got == [b"engine", b"p1"]  # operator and sensor gateway may not command the plant
+
+
+async def _loop_reads_for(port: int, topic: str, burst: bool, n: int = 300) -> tuple[int, list[bytes]]:
+    """Receive ``n`` QoS 0 messages that wait in the socket together; return how many
+    ``loop_read`` calls (readable events) took them, and the payloads in arrival order."""
+    got: list[bytes] = []
+    async with aiomqtt.Client("127.0.0.1", port) as sub:
+        await sub.subscribe(topic, qos=0)
+        if burst:
+            assert read_in_bursts(sub)
+        paho = sub._client
+        inner = paho.loop_read
+        calls = 0
+
+        def counted(max_packets: int = 1) -> Any:
+            nonlocal calls
+            calls += 1
+            return inner(max_packets)
+
+        paho.loop_read = counted
+        async with aiomqtt.Client("127.0.0.1", port) as pub:
+            for i in range(n):
+                await pub.publish(topic, str(i).encode(), qos=0)
+            await asyncio.sleep(0.05)
+            time.sleep(0.3)  # the loop is busy: the broker's deliveries pile up in the socket
+        async with asyncio.timeout(10):
+            async for msg in sub.messages:
+                got.append(bytes(msg.payload))  # type: ignore[arg-type]
+                if len(got) == n:
+                    break
+    return calls, got
+
+
+async def test_packets_waiting_in_the_socket_are_read_in_one_burst(mosquitto: Any) -> None:
+    """paho reads one packet per readable event when nothing is in flight: 300 messages waiting
+    in the socket took ~300 event-loop turns and reached the engine one by one. Read in bursts
+    they take a handful, arrive complete and in order (the MQTT source does this)."""
+    plain, got_plain = await _loop_reads_for(mosquitto.port, "t/plain", burst=False)
+    burst, got_burst = await _loop_reads_for(mosquitto.port, "t/burst", burst=True)
+    expected = [str(i).encode() for i in range(300)]
+    assert got_plain == expected and got_burst == expected
+    print(f"\n300 messages waiting: {plain} loop_read calls (stock paho), {burst} in bursts")
+    assert plain >= 250, plain  # stock paho: about one call per message
+    assert burst <= 30, burst  # 64 packets per call
+    assert not read_in_bursts(object()), "an unknown client is left as it is"
